@@ -1,0 +1,459 @@
+"""Orders service of the Day 21 lab (the architecture diagram's ECS + RDS orders box).
+
+Flask on port 8080 behind the ALB, sharing the lab's RDS PostgreSQL with the
+products service. Run it with::
+
+    gunicorn app:app            # gunicorn.conf.py binds 0.0.0.0:8080
+
+Environment: DB_HOST, DB_PORT (5432), DB_NAME (postgres), DB_USER, DB_PASSWORD,
+optional DB_SSLMODE, DB_CONNECT_TIMEOUT (3), DB_POOL_MIN (1), DB_POOL_MAX (10),
+DB_POOL_TIMEOUT (3), MAX_BODY_BYTES (65536), LOG_LEVEL (INFO).
+
+Every /orders route needs the ``X-Authorized-User-Id`` header, which API
+Gateway sets from its authorizer; callers only ever see their own orders.
+Placing an order locks the product row, checks and decrements its stock and
+records the order in one transaction, so concurrent orders never oversell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from flask import Flask, Response, g, has_request_context, jsonify, request
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+SERVICE = "orders"
+USER_HEADER = "X-Authorized-User-Id"
+#: pg_advisory_xact_lock key shared by the products and orders services, so
+#: their migrations never run at the same time (ascii "msct").
+MIGRATION_LOCK_KEY = 0x6D736374
+INT32_MAX = 2**31 - 1
+
+# The products DDL is the products service's, verbatim: whichever service starts
+# first creates the table. Both hold the same advisory lock while migrating.
+MIGRATION = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name TEXT PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS products (
+    id SERIAL PRIMARY KEY,
+    name VARCHAR(255) NOT NULL,
+    description TEXT,
+    price NUMERIC(10,2) NOT NULL CHECK (price >= 0),
+    stock INTEGER NOT NULL DEFAULT 0 CHECK (stock >= 0),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id SERIAL PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    product_id INTEGER NOT NULL REFERENCES products(id),
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    unit_price NUMERIC(10,2) NOT NULL CHECK (unit_price >= 0),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS orders_user_id_idx ON orders (user_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS orders_product_id_idx ON orders (product_id);
+"""
+ORDER_COLUMNS = "id, product_id, quantity, unit_price, user_id, created_at"
+
+log = logging.getLogger(SERVICE)
+
+
+# -- logging ---------------------------------------------------------------
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            in_request = has_request_context() and "request_id" in g
+            record.request_id = g.request_id if in_request else "-"
+        return True
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Keeps each record (tracebacks included) on one line: one CloudWatch event."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    log.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    if not any(isinstance(f, _RequestIdFilter) for f in log.filters):
+        log.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    if root.handlers:  # someone (a test runner, an embedding app) already set logging up
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(
+        _OneLineFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+# -- database --------------------------------------------------------------
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (or the schema could not be migrated yet)."""
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        log.warning("ignoring %s=%r: not a number", name, raw)
+        return default
+
+
+def conninfo_from_env() -> str:
+    """libpq connection string built from DB_* variables (ECS injects the secret ones)."""
+    params = {
+        "host": os.environ.get("DB_HOST") or None,
+        "port": os.environ.get("DB_PORT") or "5432",
+        "dbname": os.environ.get("DB_NAME") or "postgres",
+        "user": os.environ.get("DB_USER") or None,
+        "password": os.environ.get("DB_PASSWORD") or None,
+        "sslmode": os.environ.get("DB_SSLMODE") or None,
+    }
+    if params["host"] is None:
+        log.warning("DB_HOST is not set; the database will be unreachable")
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+class Database:
+    """Connection pool plus an idempotent migration that is retried until it succeeds."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        connect_timeout: float,
+        pool_min: int,
+        pool_max: int,
+        pool_timeout: float,
+    ) -> None:
+        self.conninfo = make_conninfo(
+            conninfo,
+            connect_timeout=max(1, round(connect_timeout)),
+            application_name=f"lab-{SERVICE}",
+        )
+        self.pool_min = pool_min
+        self.pool_max = max(pool_min, pool_max)
+        self.pool_timeout = pool_timeout
+        self.migrated = False
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._attempts = 0
+
+    def migrate(self) -> None:
+        """Create the schema; safe to run from many processes at once."""
+        with psycopg.connect(self.conninfo) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(MIGRATION)
+        self.migrated = True
+
+    def try_migrate(self) -> bool:
+        try:
+            self.migrate()
+        except psycopg.Error as exc:
+            log.error("database migration failed, will retry on the next request: %s", exc)
+            return False
+        log.info("database schema is up to date")
+        return True
+
+    def ensure_ready(self) -> ConnectionPool:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        attempts_seen = self._attempts
+        with self._lock:
+            if self._pool is None:
+                if not self.migrated:
+                    if self._attempts != attempts_seen:
+                        # Another thread retried while this one waited, and failed:
+                        # answer now instead of queueing one more connect timeout.
+                        raise DatabaseUnavailable("database is unreachable")
+                    self._attempts += 1
+                    if not self.try_migrate():
+                        raise DatabaseUnavailable("database migration has not succeeded yet")
+                # Opened lazily, so a server that forks after importing the app
+                # (gunicorn --preload) never shares pool threads across processes.
+                pool = ConnectionPool(
+                    self.conninfo,
+                    min_size=self.pool_min,
+                    max_size=self.pool_max,
+                    timeout=self.pool_timeout,
+                    check=ConnectionPool.check_connection,
+                    name=f"{SERVICE}-pool",
+                    open=False,
+                )
+                pool.open(wait=False)
+                self._pool = pool
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction (commit on success, rollback on error)."""
+        pool = self.ensure_ready()
+        with pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+# -- request helpers ----------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error", ""))
+        self.status = status
+        self.body = body
+
+
+_REQUEST_ID_JUNK = re.compile(r"[^A-Za-z0-9=;:._\-]")
+
+
+def _incoming_request_id() -> str:
+    for header in ("X-Amzn-Trace-Id", "X-Request-Id"):
+        value = _REQUEST_ID_JUNK.sub("", request.headers.get(header, ""))[:200]
+        if value:
+            return value
+    return uuid.uuid4().hex
+
+
+def _json_object() -> dict[str, Any]:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise ApiError(400, {"error": "request body is empty; expected a JSON object"})
+    try:
+        data = json.loads(raw, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        message = f"request body is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        raise ApiError(400, {"error": message}) from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, {"error": "request body is not valid JSON"}) from None
+    if not isinstance(data, dict):
+        kind = "an array" if isinstance(data, list) else "a JSON scalar"
+        raise ApiError(400, {"error": f"request body must be a JSON object, not {kind}"})
+    return data
+
+
+def _require_user() -> str:
+    user = request.headers.get(USER_HEADER, "").strip()
+    if not user or len(user) > 255 or not user.isprintable():
+        raise ApiError(401, {"error": "authentication required"})
+    return user
+
+
+# -- validation ---------------------------------------------------------------
+
+
+def _positive_int32(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be an integer"
+    if not 1 <= value <= INT32_MAX:
+        return f"must be between 1 and {INT32_MAX}"
+    return None
+
+
+def validate_order(data: dict[str, Any]) -> tuple[int, int]:
+    """Return (productId, quantity), or raise ApiError naming every bad field."""
+    errors: dict[str, str] = {}
+    for field in ("productId", "quantity"):
+        if field not in data:
+            errors[field] = "is required"
+        elif problem := _positive_int32(data[field]):
+            errors[field] = problem
+    if errors:
+        raise ApiError(400, {"error": "invalid order", "fields": errors})
+    return data["productId"], data["quantity"]
+
+
+def order_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    order_id, product_id, quantity, unit_price, user_id, created_at = row
+    return {
+        "id": order_id,
+        "productId": product_id,
+        "quantity": quantity,
+        "unitPrice": f"{unit_price:.2f}",
+        "userId": user_id,
+        "createdAt": created_at.isoformat(),
+    }
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, {"error": "order not found"})
+
+
+# -- the app --------------------------------------------------------------------
+
+
+def create_app(
+    dsn: str | None = None,
+    *,
+    connect_timeout: float | None = None,
+    pool_min: int | None = None,
+    pool_max: int | None = None,
+    pool_timeout: float | None = None,
+) -> Flask:
+    """Build the app. ``dsn=None`` reads DB_* from the environment.
+
+    The schema is migrated here; if the database is unreachable the app still
+    starts, /health answers 503 and the migration is retried on each request.
+    """
+    _configure_logging()
+    db = Database(
+        conninfo_from_env() if dsn is None else dsn,
+        connect_timeout=connect_timeout or _env_number("DB_CONNECT_TIMEOUT", 3),
+        pool_min=pool_min if pool_min is not None else int(_env_number("DB_POOL_MIN", 1)),
+        pool_max=pool_max if pool_max is not None else int(_env_number("DB_POOL_MAX", 10)),
+        pool_timeout=pool_timeout or _env_number("DB_POOL_TIMEOUT", 3),
+    )
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = int(_env_number("MAX_BODY_BYTES", 64 * 1024))
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.strict_slashes = False
+    app.extensions["db"] = db
+    db.try_migrate()
+
+    @app.before_request
+    def _start() -> None:
+        g.request_id = _incoming_request_id()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
+        return response
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        return jsonify(exc.body), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        response = exc.get_response()
+        response.set_data(json.dumps({"error": (exc.name or "error").lower()}))
+        response.content_type = "application/json"
+        return response
+
+    @app.errorhandler(DatabaseUnavailable)
+    @app.errorhandler(PoolTimeout)
+    @app.errorhandler(psycopg.OperationalError)
+    def _db_unavailable(exc: Exception) -> tuple[Response, int]:
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        body = {"error": "Service temporarily unavailable", "requestId": g.get("request_id")}
+        return jsonify(body), 503
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        body = {"error": "Internal server error", "requestId": g.get("request_id")}
+        return jsonify(body), 500
+
+    @app.get("/health")
+    def health() -> tuple[Response, int]:
+        try:
+            with db.connection() as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:  # any failure means "not healthy", never a 500
+            log.warning("health check failed: %s: %s", type(exc).__name__, exc)
+            return jsonify({"status": "unhealthy", "service": SERVICE}), 503
+        return jsonify({"status": "healthy", "service": SERVICE}), 200
+
+    @app.post("/orders")
+    def place_order() -> tuple[Response, int]:
+        user = _require_user()
+        product_id, quantity = validate_order(_json_object())
+        with db.connection() as conn:
+            product = conn.execute(
+                "SELECT price, stock FROM products WHERE id = %s FOR UPDATE", (product_id,)
+            ).fetchone()
+            if product is None:
+                raise ApiError(404, {"error": "product not found", "productId": product_id})
+            price, stock = product
+            if stock < quantity:
+                raise ApiError(409, {"error": "insufficient stock", "available": stock})
+            conn.execute(
+                "UPDATE products SET stock = stock - %s WHERE id = %s", (quantity, product_id)
+            )
+            row = conn.execute(
+                "INSERT INTO orders (user_id, product_id, quantity, unit_price) "
+                f"VALUES (%s, %s, %s, %s) RETURNING {ORDER_COLUMNS}",
+                (user, product_id, quantity, price),
+            ).fetchone()
+        assert row is not None
+        log.info("order %s placed by %s: product %s x%s", row[0], user, product_id, quantity)
+        return jsonify(order_json(row)), 201
+
+    @app.get("/orders")
+    def list_orders() -> Response:
+        user = _require_user()
+        with db.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = %s "
+                "ORDER BY created_at DESC, id DESC",
+                (user,),
+            ).fetchall()
+        return jsonify([order_json(row) for row in rows])
+
+    @app.get("/orders/<int:order_id>")
+    def get_order(order_id: int) -> Response:
+        user = _require_user()
+        if order_id > INT32_MAX:
+            raise _not_found()
+        with db.connection() as conn:
+            row = conn.execute(
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = %s AND user_id = %s",
+                (order_id, user),
+            ).fetchone()
+        if row is None:
+            raise _not_found()
+        return jsonify(order_json(row))
+
+    return app
+
+
+_app: Flask | None = None
+_app_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Flask:
+    """``app`` is built on first access, so importing this module has no side effects."""
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _app_lock:
+        if _app is None:
+            _app = create_app()
+    return _app
+
+
+if __name__ == "__main__":
+    create_app().run(host="0.0.0.0", port=int(os.environ.get("PORT", "8080")))

@@ -1,0 +1,20 @@
+"""gunicorn settings; every value can be overridden by the environment or the CLI."""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8080")
+# WEB_CONCURRENCY is gunicorn's conventional worker-count variable.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+# Longer than the ALB's 60 s idle timeout, so the ALB closes idle connections
+# first and never sends a request into one gunicorn is closing (502s).
+keepalive = 75
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# Heartbeat files on tmpfs: an overlay filesystem can stall workers.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"

@@ -1,0 +1,48 @@
+"""Short-poll waiters: seconds between polls, not boto3's 15-60 s, with a hard timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from botocore.exceptions import ClientError
+
+from .errors import ErrorKind, classify
+
+
+class WaitTimeout(Exception):
+    """A resource didn't reach the wanted state in time."""
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], tuple[bool, str]],
+    *,
+    timeout: float,
+    interval: float = 2.0,
+    on_wait: Callable[[str], None] = lambda _msg: None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Poll `check` until it returns (True, detail); return the final detail.
+
+    `check` returns (done, what it sees now). A throttled or eventually-consistent poll is
+    treated as "not yet", never as success; a terminal error propagates at once.
+    """
+    deadline = clock() + timeout
+    seen = "not checked yet"
+    while True:
+        try:
+            done, seen = check()
+        except ClientError as exc:
+            if classify(exc) is ErrorKind.TERMINAL:
+                raise
+            done, seen = False, f"poll answered {exc.response['Error'].get('Code')}"
+        if done:
+            return seen
+        if clock() >= deadline:
+            raise WaitTimeout(
+                f"timed out after {timeout:.0f}s waiting for {what} (last seen: {seen})"
+            )
+        on_wait(f"waiting for {what}: {seen}")
+        sleep(interval)

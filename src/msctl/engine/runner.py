@@ -1,0 +1,163 @@
+"""The runner: walks the step graph with a bounded pool, records statuses with reasons."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from ..aws.errors import describe
+from ..aws.waiters import WaitTimeout
+from . import graph
+from .model import Event, Status, StepResult
+from .step import NotSupported, Step, StepError
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+Action = Literal["plan", "apply", "destroy", "plan-destroy", "verify"]
+FORWARD = {"plan", "apply", "verify"}
+
+
+@dataclass
+class RunResult:
+    action: Action
+    results: dict[str, StepResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results.values())
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [r for r in self.results.values() if r.status is Status.FAILED]
+
+
+def select(steps: Mapping[str, Step], only: list[str] | None, action: Action) -> list[str]:
+    """--only: the named steps plus what they require (for destroy: plus what depends on them)."""
+    requires = {name: step.requires for name, step in steps.items()}
+    if not only:
+        return list(steps)
+    edges = requires if action in FORWARD else graph.transpose(requires)
+    chosen = graph.closure(edges, only)
+    return [name for name in steps if name in chosen]
+
+
+def run(
+    ctx: Context,
+    steps: Mapping[str, Step],
+    action: Action,
+    *,
+    selected: list[str] | None = None,
+    parallel: int = 8,
+) -> RunResult:
+    requires = {name: step.requires for name, step in steps.items()}
+    graph.validate(requires)
+    names = selected if selected is not None else list(steps)
+    edges = requires if action in FORWARD else graph.transpose(requires)
+    # Only the selected steps take part; edges to unselected ones don't block.
+    waits_for = {n: {d for d in edges[n] if d in names} for n in names}
+    result = RunResult(action)
+    for name in graph.order(waits_for):
+        result.results[name] = StepResult(name)
+
+    pending = set(names)
+    running: dict[Future, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="step") as pool:
+        while pending or running:
+            for name in [n for n in result.results if n in pending]:
+                deps = waits_for[name]
+                blocked = [
+                    d
+                    for d in deps
+                    if not result.results[d].ok and d not in pending and d not in running.values()
+                ]
+                if blocked:
+                    pending.discard(name)
+                    _finish(
+                        ctx,
+                        result.results[name],
+                        Status.SKIPPED,
+                        f"dependency {blocked[0]} {result.results[blocked[0]].status}",
+                    )
+                    continue
+                if all(result.results[d].ok for d in deps):
+                    pending.discard(name)
+                    result.results[name].status = Status.RUNNING
+                    ctx.emit(Event("start", name))
+                    running[pool.submit(_run_step, ctx, steps[name], action)] = name
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                status, reason, payload = future.result()
+                res = result.results[name]
+                res.elapsed = payload.pop("elapsed")
+                for key, value in payload.items():
+                    setattr(res, key, value)
+                _finish(ctx, res, status, reason)
+    return result
+
+
+def _finish(ctx: Context, res: StepResult, status: Status, reason: str) -> None:
+    res.status = status
+    res.reason = reason
+    ctx.emit(Event("finish", res.step, reason, res))
+
+
+def _run_step(ctx: Context, step: Step, action: Action) -> tuple[Status, str, dict]:
+    started = time.monotonic()
+    payload: dict = {}
+    try:
+        if not step.enabled(ctx):
+            status, reason = Status.NOCHANGE, "disabled by config"
+        elif action in ("plan", "apply"):
+            outputs, changes = step.plan(ctx) if action == "plan" else step.apply(ctx)
+            ctx.set_outputs(step.name, outputs)
+            if action == "apply":
+                ctx.state.set_outputs(step.name, outputs)
+            payload.update(outputs=outputs, changes=changes)
+            verbs = (
+                ("would change", "up to date") if action == "plan" else ("changed", "no changes")
+            )
+            status, reason = _changed(changes, *verbs)
+        elif action in ("destroy", "plan-destroy"):
+            payload["changes"] = step.destroy(ctx, dry_run=action == "plan-destroy")
+            if action == "destroy":
+                ctx.state.clear_step(step.name)
+            status, reason = _changed(payload["changes"], "removed", "nothing to remove")
+        else:  # verify
+            payload["checks"] = checks = step.check(ctx)
+            bad = [c for c in checks if not c.ok]
+            status = Status.FAILED if bad else Status.NOCHANGE
+            reason = (
+                f"{len(bad)} check(s) failed: {bad[0].name}" if bad else f"{len(checks)} checks ok"
+            )
+            if bad:
+                payload["error"] = "; ".join(f"{c.name}: {c.detail}" for c in bad)
+    except NotSupported as exc:
+        status, reason = Status.UNSUPPORTED, str(exc)
+    except StepError as exc:
+        status, reason = Status.FAILED, str(exc)
+        payload.update(error=str(exc), hint=exc.hint)
+    except WaitTimeout as exc:
+        status, reason = Status.FAILED, str(exc)
+        payload.update(error=str(exc), hint="run the same command again to keep waiting")
+    except Exception as exc:  # any AWS or unexpected error fails this step only
+        message, hint = describe(exc)
+        status, reason = Status.FAILED, message
+        payload.update(error=message, hint=hint, debug=traceback.format_exc())
+    if action == "apply" or (action == "destroy" and status is Status.FAILED):
+        ctx.state.set_status(step.name, str(status), reason)
+    payload["elapsed"] = time.monotonic() - started
+    return status, reason, payload
+
+
+def _changed(changes: list, changed: str, unchanged: str) -> tuple[Status, str]:
+    if changes:
+        return Status.COMPLETE, f"{changed}: {len(changes)} resource change(s)"
+    return Status.NOCHANGE, unchanged

@@ -1,0 +1,167 @@
+"""sg: the three security groups and exactly the seed's ingress rules (seed 1.2)."""
+
+from __future__ import annotations
+
+from ..aws.tags import ec2_filters, ec2_spec
+from ..engine.model import Pending
+from ..engine.step import Fix, Resource, Step, StepRun, only_one
+from .vpc import DRAIN_TIMEOUT, replace_fix
+
+Rule = tuple[int, str]  # (port, "cidr:0.0.0.0/0" or "group:sg-123")
+
+
+class SgStep(Step):
+    name = "sg"
+    requires = ("vpc",)
+    services = ("ec2",)
+    description = "security groups for the ALB, ECS tasks and RDS"
+
+    def reconcile(self, run: StepRun) -> dict:
+        ec2 = run.clients.ec2
+        lab = run.ctx.lab
+        vpc_id = run.outputs_of("vpc")["vpc_id"]
+        groups = run.config.sg.groups
+        ids: dict[str, str] = {}
+        found: dict[str, Resource] = {}
+        # All groups first: rules reference each other.
+        for group in groups:
+
+            def find(g=group):
+                found[g.name] = find_group(ec2, lab, g.name)
+                return found[g.name]
+
+            def create(g=group):
+                created = ec2.create_security_group(
+                    GroupName=g.name,
+                    Description=g.description,
+                    VpcId=vpc_id,
+                    TagSpecifications=ec2_spec("security-group", run.tags(g.name)),
+                )
+                found[g.name] = {"GroupId": created["GroupId"], "IpPermissions": []}
+                return found[g.name]
+
+            ids[group.name] = run.ensure(
+                "security-group",
+                group.name,
+                id_key="GroupId",
+                after=[vpc_id],
+                find=find,
+                create=create,
+                fixes=lambda sg, g=group: _description_fix(sg, g),
+            )
+        for group in groups:
+            current = _current_rules(found.get(group.name) or {})
+            desired = {_rule_key(r, ids): r for r in group.ingress}
+            for key, rule in desired.items():
+                run.setting(
+                    "ingress-rule",
+                    f"{group.name} {_describe(rule)}",
+                    ok=key in current,
+                    detail="authorize",
+                    action="create",
+                    apply=lambda r=rule, g=group: _authorize(ec2, ids[g.name], r, ids),
+                )
+            for key, permission in current.items():
+                if key not in desired:
+                    run.setting(
+                        "ingress-rule",
+                        f"{group.name} port {key[0]} from {key[1]}",
+                        ok=False,
+                        detail="not in config: revoke",
+                        action="delete",
+                        apply=lambda g=group, p=permission: ec2.revoke_security_group_ingress(
+                            GroupId=ids[g.name], IpPermissions=[p]
+                        ),
+                    )
+        return {"group_ids": ids}
+
+    def teardown(self, run: StepRun) -> None:
+        ec2 = run.clients.ec2
+        lab = run.ctx.lab
+        existing = {g.name: find_group(ec2, lab, g.name) for g in run.config.sg.groups}
+        # Cross references first: a group can't be deleted while another group's rule names it.
+        for name, group in existing.items():
+            referencing = [
+                p for p in (group or {}).get("IpPermissions", []) if p.get("UserIdGroupPairs")
+            ]
+            if referencing:
+                run.setting(
+                    "ingress-rule",
+                    f"{name} group references",
+                    ok=False,
+                    detail="revoke before deleting groups",
+                    action="delete",
+                    apply=lambda g=group, p=referencing: ec2.revoke_security_group_ingress(
+                        GroupId=g["GroupId"], IpPermissions=p
+                    ),
+                )
+        for name in existing:
+            run.remove(
+                "security-group",
+                name,
+                find=lambda n=name: existing[n],
+                delete=lambda g: run.retry(
+                    lambda: ec2.delete_security_group(GroupId=g["GroupId"]),
+                    codes=("DependencyViolation", "InvalidGroup.InUse"),
+                    timeout=DRAIN_TIMEOUT,
+                    reason="network interfaces of deleted tasks, databases or load balancers "
+                    "still use the group",
+                ),
+            )
+
+
+def find_group(ec2, lab: str, name: str) -> Resource | None:
+    groups = ec2.describe_security_groups(Filters=ec2_filters(lab, name))["SecurityGroups"]
+    return only_one(groups, f"security groups named {name}")
+
+
+def _description_fix(sg: Resource, group) -> list[Fix]:
+    if sg.get("Description", group.description) == group.description:
+        return []
+    return [
+        replace_fix(
+            f"description {sg['Description']!r} -> {group.description!r}",
+            f"security group {group.name}",
+        )
+    ]
+
+
+def _rule_key(rule, ids: dict[str, str]) -> Rule:
+    if rule.from_cidr is not None:
+        return rule.port, f"cidr:{rule.from_cidr}"
+    return rule.port, f"group:{ids[rule.from_group]}"
+
+
+def _describe(rule) -> str:
+    source = rule.from_cidr if rule.from_cidr is not None else rule.from_group
+    return f"port {rule.port} from {source}"
+
+
+def _current_rules(sg: Resource) -> dict[Rule, dict]:
+    """Each (port, source) of the group's ingress as one IpPermission that can revoke it."""
+    rules: dict[Rule, dict] = {}
+    for perm in sg.get("IpPermissions", []):
+        base = {k: perm[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in perm}
+        port = perm.get("FromPort", -1)
+        for ip_range in perm.get("IpRanges", []):
+            rules[(port, f"cidr:{ip_range['CidrIp']}")] = {
+                **base,
+                "IpRanges": [{"CidrIp": ip_range["CidrIp"]}],
+            }
+        for pair in perm.get("UserIdGroupPairs", []):
+            rules[(port, f"group:{pair['GroupId']}")] = {
+                **base,
+                "UserIdGroupPairs": [{"GroupId": pair["GroupId"]}],
+            }
+    return rules
+
+
+def _authorize(ec2, group_id: str, rule, ids: dict[str, str]) -> None:
+    permission = {"IpProtocol": "tcp", "FromPort": rule.port, "ToPort": rule.port}
+    if rule.from_cidr is not None:
+        permission["IpRanges"] = [{"CidrIp": str(rule.from_cidr), "Description": rule.description}]
+    else:
+        source = ids[rule.from_group]
+        assert not isinstance(source, Pending)
+        permission["UserIdGroupPairs"] = [{"GroupId": source, "Description": rule.description}]
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[permission])
