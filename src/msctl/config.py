@@ -98,6 +98,8 @@ class TableConfig(Model):
 
 class DynamoDbConfig(Model):
     tables: list[TableConfig] = Field(min_length=1)
+    # A key-schema change deletes and recreates the table (and its data) only when true.
+    allow_replace: bool = False
 
 
 class RdsConfig(Model):

@@ -36,7 +36,9 @@ def labcommon() -> ModuleType:
 
 def _load_handler(name: str) -> ModuleType:
     # Every handler file is called handler.py: give each module its own name.
-    spec = importlib.util.spec_from_file_location(f"lab_{name}_handler", FUNCTIONS / name / "handler.py")
+    spec = importlib.util.spec_from_file_location(
+        f"lab_{name}_handler", FUNCTIONS / name / "handler.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -217,7 +217,9 @@ def test_verify_expired_session(api, put_session):
 
 def test_verify_session_expiring_now_is_expired(api, put_session):
     put_session("edge-token-0123456789abcdef", "some-user", expires_in=0)
-    assert api.call("auth", "GET", "/auth/verify", token="edge-token-0123456789abcdef").status == 401
+    assert (
+        api.call("auth", "GET", "/auth/verify", token="edge-token-0123456789abcdef").status == 401
+    )
 
 
 # --------------------------------------------------------------------- logout
@@ -245,12 +247,20 @@ def test_logout_without_session(api):
 
 def test_logout_expired_session(api, put_session):
     put_session("expired-token-0123456789abcdef", "some-user", expires_in=-1)
-    assert api.call("auth", "POST", "/auth/logout", token="expired-token-0123456789abcdef").status == 401
+    assert (
+        api.call("auth", "POST", "/auth/logout", token="expired-token-0123456789abcdef").status
+        == 401
+    )
 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/auth/register"), ("PUT", "/auth/login"), ("POST", "/auth/verify"), ("GET", "/auth/logout")],
+    [
+        ("GET", "/auth/register"),
+        ("PUT", "/auth/login"),
+        ("POST", "/auth/verify"),
+        ("GET", "/auth/logout"),
+    ],
 )
 def test_wrong_method(api, method, path):
     assert api.call("auth", method, path).status == 405
@@ -293,8 +303,14 @@ def test_hash_with_other_stored_iterations_still_verifies(api, handlers):
 
 @pytest.mark.parametrize(
     "stored",
-    ["", "plain", "sha256$1000$c2FsdA==$aGFzaA==", "pbkdf2_sha256$many$c2FsdA==$aGFzaA==",
-     "pbkdf2_sha256$0$c2FsdA==$aGFzaA==", "pbkdf2_sha256$1000$!!$aGFzaA=="],
+    [
+        "",
+        "plain",
+        "sha256$1000$c2FsdA==$aGFzaA==",
+        "pbkdf2_sha256$many$c2FsdA==$aGFzaA==",
+        "pbkdf2_sha256$0$c2FsdA==$aGFzaA==",
+        "pbkdf2_sha256$1000$!!$aGFzaA==",
+    ],
 )
 def test_malformed_stored_hash_never_verifies(handlers, stored):
     assert handlers["auth"].verify_password(PASSWORD, stored) is False

@@ -23,7 +23,11 @@ def test_valid_session_is_allowed_api_wide(api):
     assert result["principalId"] == user_id
     assert result["context"] == {"userId": user_id}
     assert result["policyDocument"]["Version"] == "2012-10-17"
-    assert statement(result) == {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": API_WIDE}
+    assert statement(result) == {
+        "Action": "execute-api:Invoke",
+        "Effect": "Allow",
+        "Resource": API_WIDE,
+    }
 
 
 def test_header_name_and_scheme_are_case_insensitive(api):

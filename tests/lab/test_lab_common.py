@@ -51,7 +51,7 @@ def test_cors_headers_on_errors_too(api):
 
 
 def test_preflight(api):
-    response = api.call("users", "OPTIONS", "/users/{id}".replace("{id}", "abc"))
+    response = api.call("users", "OPTIONS", "/users/abc")
     assert response.status == 204
     assert response.headers["Access-Control-Allow-Methods"] == "GET,PUT,OPTIONS"
     assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
@@ -93,7 +93,10 @@ def test_bad_base64_body(api):
 def test_lone_surrogate_is_rejected(api):
     raw = '{"email": "a@example.com", "name": "\\ud800", "password": "long enough"}'
     response = api.call("auth", "POST", "/auth/register", raw_body=raw)
-    assert (response.status, response.body) == (400, {"error": "field 'name' must be valid Unicode text"})
+    assert (response.status, response.body) == (
+        400,
+        {"error": "field 'name' must be valid Unicode text"},
+    )
 
 
 # -------------------------------------------------------------------- routing
@@ -191,3 +194,14 @@ def test_bearer_token(labcommon, headers, expected):
 def test_public_user_drops_everything_else(labcommon):
     item = {"userId": "u", "email": "e", "name": "n", "passwordHash": "x", "ownerId": "o"}
     assert labcommon.public_user(item) == {"userId": "u", "email": "e", "name": "n"}
+
+
+def test_deeply_nested_json_is_a_400(api):
+    response = api.call("auth", "POST", "/auth/login", raw_body="[" * 100_000)
+    assert (response.status, response.body) == (400, {"error": "request body is not valid JSON"})
+
+
+def test_non_string_header_values_are_ignored(api):
+    response = api.call("auth", "GET", "/auth/verify", headers={"Origin": None, "X-Count": 3})
+    assert response.status == 401
+    assert "Access-Control-Allow-Origin" not in response.headers

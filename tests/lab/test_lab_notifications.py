@@ -10,11 +10,21 @@ from lab_helpers import BUCKET
 
 
 def post(api, token, body, **kwargs):
-    return api.call("notifications", "POST", "/notifications", resource="/notifications", token=token, body=body, **kwargs)
+    return api.call(
+        "notifications",
+        "POST",
+        "/notifications",
+        resource="/notifications",
+        token=token,
+        body=body,
+        **kwargs,
+    )
 
 
 def listing(api, token, **kwargs):
-    return api.call("notifications", "GET", "/notifications", resource="/notifications", token=token, **kwargs)
+    return api.call(
+        "notifications", "GET", "/notifications", resource="/notifications", token=token, **kwargs
+    )
 
 
 def stored_keys(prefix: str = "") -> list[str]:

@@ -12,7 +12,12 @@ from lab_helpers import USERS_TABLE
 
 def get_user(api, user_id, **kwargs):
     return api.call(
-        "users", "GET", f"/users/{user_id}", resource="/users/{id}", path_params={"id": user_id}, **kwargs
+        "users",
+        "GET",
+        f"/users/{user_id}",
+        resource="/users/{id}",
+        path_params={"id": user_id},
+        **kwargs,
     )
 
 
@@ -100,7 +105,10 @@ def test_limit_bounds(api, limit):
 def test_invalid_next_token(api, next_token):
     _, token = api.signup("ada@example.com")
     response = list_users(api, token, nextToken=next_token)
-    assert (response.status, response.body) == (400, {"error": "query parameter 'nextToken' is invalid"})
+    assert (response.status, response.body) == (
+        400,
+        {"error": "query parameter 'nextToken' is invalid"},
+    )
 
 
 def test_list_needs_session(api):
@@ -115,7 +123,11 @@ def test_list_with_expired_session(api, put_session):
 def test_identity_from_authorizer_context(api):
     user_id = api.register("ada@example.com")["userId"]
     response = api.call(
-        "users", "GET", "/users", resource="/users", authorizer={"userId": user_id, "principalId": user_id}
+        "users",
+        "GET",
+        "/users",
+        resource="/users",
+        authorizer={"userId": user_id, "principalId": user_id},
     )
     assert response.status == 200
 
@@ -170,7 +182,10 @@ def test_update_another_user_is_403(api):
     _, token = api.signup("ada@example.com")
     bob = api.register("bob@example.com", "Bob")["userId"]
     response = put_user(api, bob, {"name": "Mallory"}, token=token)
-    assert (response.status, response.body) == (403, {"error": "You can only update your own profile"})
+    assert (response.status, response.body) == (
+        403,
+        {"error": "You can only update your own profile"},
+    )
     assert get_user(api, bob, token=token).body["name"] == "Bob"
 
 
@@ -218,7 +233,9 @@ def test_update_deleted_user_is_404(api):
     assert get_user(api, user_id, token=token).status == 404
 
 
-@pytest.mark.parametrize(("method", "path"), [("DELETE", "/users/abc"), ("POST", "/users"), ("PUT", "/users")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("DELETE", "/users/abc"), ("POST", "/users"), ("PUT", "/users")]
+)
 def test_wrong_method(api, method, path):
     assert api.call("users", method, path).status == 405
 

@@ -117,7 +117,8 @@ def cors_headers(request_origin: str | None) -> dict[str, str]:
 
 
 def lower_headers(event: dict) -> dict[str, str]:
-    return {str(k).lower(): v for k, v in (event.get("headers") or {}).items() if v is not None}
+    headers = event.get("headers") or {}
+    return {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)}
 
 
 def bearer_token(headers: dict[str, str]) -> str | None:
@@ -146,10 +147,6 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
 
     @property
-    def method(self) -> str:
-        return str(self.event.get("httpMethod") or "").upper()
-
-    @property
     def headers(self) -> dict[str, str]:
         return lower_headers(self.event)
 
@@ -169,7 +166,7 @@ class Request:
                 raise HttpError(400, "request body is not valid JSON") from None
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise HttpError(400, "request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise HttpError(400, "body must be a JSON object")
@@ -307,7 +304,12 @@ def handler(func: Callable[[dict, Any], dict]) -> Callable[[dict, Any], dict]:
             response = error_response(err.status, err.message, err.headers)
         except Exception:
             rid = request_id(event, context)
-            logger.exception("unhandled error (requestId=%s)", rid)
+            logger.exception(
+                "unhandled error in %s %s (requestId=%s)",
+                event.get("httpMethod"),
+                event.get("path"),
+                rid,
+            )
             response = json_response(500, {"error": "Internal server error", "requestId": rid})
         response["headers"].update(cors_headers(lower_headers(event).get("origin")))
         return response

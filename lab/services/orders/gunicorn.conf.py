@@ -15,6 +15,8 @@ keepalive = 75
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# No runtime control socket (gunicorn >= 25 would create one under $HOME).
+control_socket_disable = True
 # Heartbeat files on tmpfs: an overlay filesystem can stall workers.
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"

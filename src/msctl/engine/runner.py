@@ -131,7 +131,9 @@ def _run_step(ctx: Context, step: Step, action: Action) -> tuple[Status, str, di
                 ctx.state.clear_step(step.name)
             status, reason = _changed(payload["changes"], "removed", "nothing to remove")
         else:  # verify
-            payload["checks"] = checks = step.check(ctx)
+            outputs, checks = step.check(ctx)
+            ctx.set_outputs(step.name, outputs)
+            payload.update(outputs=outputs, checks=checks)
             bad = [c for c in checks if not c.ok]
             status = Status.FAILED if bad else Status.NOCHANGE
             reason = (

@@ -63,7 +63,7 @@ class Step:
     def verify(self, run: StepRun) -> list[Check]:
         """By default: a dry reconcile against AWS. Every resource found as configured is a
         passing check; every change it would make is a failing one."""
-        self.reconcile(run)
+        run.outputs = self.reconcile(run) or {}
         drifted = {(c.kind, c.name) for c in run.changes}
         checks = [
             Check(f"{kind} {name}", True, ident)
@@ -90,8 +90,10 @@ class Step:
         self.teardown(run)
         return run.changes
 
-    def check(self, ctx: Context) -> list[Check]:
-        return self.verify(StepRun(ctx, self.name, dry_run=True))
+    def check(self, ctx: Context) -> tuple[dict, list[Check]]:
+        run = StepRun(ctx, self.name, dry_run=True)
+        checks = self.verify(run)
+        return run.outputs, checks
 
 
 def _missing(change: Change) -> str:
@@ -109,6 +111,7 @@ class StepRun:
         self.dry_run = dry_run
         self.changes: list[Change] = []
         self.found: list[tuple[str, str, str]] = []  # (kind, name, id) of resources that exist
+        self.outputs: dict = {}  # what a dry reconcile under verify computed
 
     @property
     def config(self):

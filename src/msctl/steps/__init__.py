@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from ..engine.step import Step
+from .alb import AlbStep
+from .dynamodb import DynamoDbStep
+from .ecr import EcrStep
 from .nat import NatStep
+from .rds import RdsStep
+from .s3 import S3Step
 from .sg import SgStep
 from .vpc import VpcStep
 
@@ -11,6 +16,11 @@ STEP_CLASSES: tuple[type[Step], ...] = (
     VpcStep,
     NatStep,
     SgStep,
+    DynamoDbStep,
+    S3Step,
+    RdsStep,
+    EcrStep,
+    AlbStep,
 )
 
 

@@ -149,6 +149,8 @@ def test_order_rows_match_the_schema(orders: Any, products: Any, dsn: str) -> No
     product_id = new_product(products, stock=1, price="3.10")
     orders.post("/orders", json={"productId": product_id, "quantity": 1}, headers=ALICE)
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT user_id, product_id, quantity, unit_price FROM orders").fetchone()
+        row = conn.execute(
+            "SELECT user_id, product_id, quantity, unit_price FROM orders"
+        ).fetchone()
     assert row is not None
     assert (row[0], row[1], row[2], str(row[3])) == ("alice", product_id, 1, "3.10")

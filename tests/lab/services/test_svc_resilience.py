@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,7 @@ class Boom(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize(
-    ("service", "path"), [("products", "/products"), ("orders", "/orders")]
-)
+@pytest.mark.parametrize(("service", "path"), [("products", "/products"), ("orders", "/orders")])
 def test_unexpected_errors_are_generic_500s(
     make_app: Any,
     service: str,
@@ -104,7 +103,9 @@ def test_trace_id_header_is_the_request_id(make_app: Any, monkeypatch: pytest.Mo
     assert response.get_json()["requestId"] == trace
 
 
-def test_generated_request_id_when_no_header(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generated_request_id_when_no_header(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = make_app("orders")
     monkeypatch.setattr(app.extensions["db"], "connection", lambda: 1 / 0)
     response = app.test_client().get("/orders", headers=USER)
@@ -120,8 +121,7 @@ def test_log_lines_are_single_line(service_loader: Any) -> None:
     try:
         raise ValueError("x")
     except ValueError:
-        record = logging.LogRecord("products", logging.ERROR, __file__, 1, "boom", None, None)
-        import sys
-
-        record.exc_info = sys.exc_info()
+        record = logging.LogRecord(
+            "products", logging.ERROR, __file__, 1, "boom", None, sys.exc_info()
+        )
     assert "\n" not in formatter.format(record)

@@ -181,7 +181,9 @@ def test_delete_product_with_orders_is_a_conflict(products: Any, orders: Any) ->
     assert products.get(f"/products/{product['id']}").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/products/999", "/products/abc", "/products/-1", "/products/1.5"])
+@pytest.mark.parametrize(
+    "path", ["/products/999", "/products/abc", "/products/-1", "/products/1.5"]
+)
 def test_get_missing_or_non_integer_id_is_json_404(products: Any, path: str) -> None:
     response = products.get(path)
     assert response.status_code == 404
@@ -199,7 +201,9 @@ def test_id_beyond_integer_range_is_404_not_500(products: Any) -> None:
     ("method", "path"),
     [("post", "/products"), ("put", "/products/1"), ("delete", "/products/1")],
 )
-@pytest.mark.parametrize("headers", [{}, {"X-Authorized-User-Id": ""}, {"X-Authorized-User-Id": " "}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Authorized-User-Id": ""}, {"X-Authorized-User-Id": " "}]
+)
 def test_writes_need_the_user_header(
     products: Any, method: str, path: str, headers: dict[str, str]
 ) -> None:
@@ -224,9 +228,7 @@ def test_reads_need_no_user_header(products: Any) -> None:
     ],
 )
 def test_malformed_body(products: Any, body: bytes, message: str) -> None:
-    response = products.post(
-        "/products", data=body, content_type="application/json", headers=USER
-    )
+    response = products.post("/products", data=body, content_type="application/json", headers=USER)
     assert response.status_code == 400
     assert message in response.get_json()["error"]
 

@@ -1,0 +1,358 @@
+"""msctl's command line: parse, call the engine, render, set the exit code. Nothing else."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from . import report
+from .config import ConfigError, LabConfig, load_config
+from .engine import runner
+from .engine.graph import GraphError
+from .session import Session, SessionError
+from .state import StateError
+from .steps import all_steps
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+STEP_NAMES = ", ".join(all_steps())
+
+
+class UserError(click.ClickException):
+    """A bad config, bad usage or an unusable environment: one `Error:` line, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file=None) -> None:
+        report.error(report.make_console(stderr=True), self.message)
+
+
+class RunFailed(UserError):
+    exit_code = EXIT_FAILED
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        except (GraphError, SessionError) as exc:
+            raise UserError(str(exc)) from None
+        except StateError as exc:
+            raise RunFailed(str(exc)) from None
+
+    return wrapper
+
+
+def config_options(fn):
+    """The options every lab command shares."""
+    decorators = [
+        click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
+                     default=Path("config/lab.yaml"), show_default=True, help="Lab config file."),
+        click.option("--target", type=click.Choice(["local", "aws"]), default="local",
+                     show_default=True,
+                     help="local: the moto emulator msctl runs on loopback; aws: real AWS "
+                          "(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL honoured)."),
+        click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".msctl"),
+                     show_default=True, help="Where state, locks and the emulator live."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a config value, e.g. --set rds.instance_class=db.t3.small "
+                          "(repeatable; validated like the file)."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def only_option(fn):
+    return click.option(
+        "--only", metavar="STEP[,STEP]",
+        help=f"Only these steps, plus what they require (for down: plus what depends on "
+             f"them). Steps: {STEP_NAMES}.",
+    )(fn)
+
+
+def output_option(fn):
+    return click.option("--output", type=click.Choice(["table", "json"]), default="table",
+                        show_default=True, help="Output format.")(fn)
+
+
+def parallel_option(fn):
+    return click.option("--parallel", type=click.IntRange(1, 32), default=8, show_default=True,
+                        help="How many independent steps run at once (1: serial).")(fn)
+
+
+def yes_option(fn):
+    return click.option("--yes", "-y", is_flag=True,
+                        help="Don't ask for confirmation (for scripts).")(fn)
+
+
+def _only(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in all_steps()]
+    if unknown:
+        raise UserError(f"--only: unknown step {unknown[0]!r} (steps: {STEP_NAMES})")
+    return names
+
+
+def _load(config_path: Path, overrides: tuple[str, ...]) -> LabConfig:
+    return load_config(config_path, list(overrides))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show more detail (tracebacks of failures).")
+@click.version_option(package_name="msctl")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Build, prove and tear down the Day 21 AWS microservices lab.
+
+    \b
+    Quick start (no AWS account needed, runs on a local emulator):
+      msctl up          build the lab
+      msctl status      show what exists
+      msctl down        remove all of it
+    """
+    ctx.obj = {"verbose": verbose}
+
+
+# ---------------------------------------------------------------- up / plan / down
+
+
+@main.command()
+@config_options
+@only_option
+@parallel_option
+@yes_option
+@click.pass_context
+@handle_errors
+def up(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
+    """Build the lab (or finish an interrupted build). Safe to re-run.
+
+    \b
+    Examples:
+      msctl up
+      msctl up --only sg
+      msctl up --target aws --yes
+    """
+    config = _load(config_path, overrides)
+    selected_only = _only(only)
+    console = report.make_console()
+    with Session.open(config, target, state_dir, command="up", console=console) as session:
+        if not session.target.is_local:
+            _confirm_billable(console, config, yes)
+        steps = all_steps()
+        selected = runner.select(steps, selected_only, "apply")
+        session.prepare_clients(steps, selected)
+        with report.Progress(console, selected) as progress:
+            session.ctx.listener = progress
+            result = runner.run(session.ctx, steps, "apply", selected=selected, parallel=parallel)
+        report.print_summary(console, result, verbose=ctx.obj["verbose"],
+                             next_step="See it with `msctl status`; remove it with `msctl down`.")
+        if not result.ok:
+            ctx.exit(EXIT_FAILED)
+
+
+@main.command()
+@config_options
+@only_option
+@output_option
+@click.option("--destroy", is_flag=True, help="Preview what `down` would remove.")
+@click.pass_context
+@handle_errors
+def plan(ctx, config_path, target, state_dir, overrides, only, output, destroy):
+    """Show what `up` (or, with --destroy, `down`) would change, without changing anything.
+
+    \b
+    Examples:
+      msctl plan
+      msctl plan --only rds --output json
+      msctl plan --destroy
+    """
+    config = _load(config_path, overrides)
+    action = "plan-destroy" if destroy else "plan"
+    selected_only = _only(only)
+    console = report.make_console()
+    with Session.open(config, target, state_dir, command="plan", console=console,
+                      lock=False, record=False) as session:
+        steps = all_steps()
+        selected = runner.select(steps, selected_only, action)
+        session.prepare_clients(steps, selected)
+        result = runner.run(session.ctx, steps, action, selected=selected, parallel=8)
+    if output == "json":
+        report.print_json(console, report.result_to_json(result))
+    else:
+        report.print_plan(console, result)
+        if not result.ok:
+            report.print_summary(console, result, verbose=ctx.obj["verbose"])
+    if not result.ok:
+        ctx.exit(EXIT_FAILED)
+
+
+@main.command()
+@config_options
+@only_option
+@parallel_option
+@yes_option
+@click.pass_context
+@handle_errors
+def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
+    """Remove the lab, in reverse dependency order. Safe to run twice.
+
+    \b
+    Examples:
+      msctl down
+      msctl down --only ecs      (ecs and everything that depends on it)
+    """
+    config = _load(config_path, overrides)
+    selected_only = _only(only)
+    console = report.make_console()
+    if target == "local":
+        from .local import emulator
+
+        if emulator.status(state_dir) is None:
+            removed = Session.forget(config, state_dir)
+            console.print("The local emulator is not running, so nothing of the lab exists on the "
+                          "local target" + ("; removed the stale state file." if removed else "."))
+            return
+    if target == "aws" and not yes:
+        _confirm(console, f"Delete every resource of lab {config.lab!r} on AWS?")
+    with Session.open(config, target, state_dir, command="down", console=console) as session:
+        steps = all_steps()
+        selected = runner.select(steps, selected_only, "destroy")
+        session.prepare_clients(steps, selected)
+        with report.Progress(console, selected) as progress:
+            session.ctx.listener = progress
+            result = runner.run(session.ctx, steps, "destroy", selected=selected,
+                                parallel=parallel)
+        if result.ok and selected_only is None:
+            session.state.delete()
+        report.print_summary(console, result, verbose=ctx.obj["verbose"])
+        if not result.ok:
+            ctx.exit(EXIT_FAILED)
+
+
+# ---------------------------------------------------------------- status
+
+
+@main.command()
+@config_options
+@output_option
+@click.pass_context
+@handle_errors
+def status(ctx, config_path, target, state_dir, overrides, output):
+    """Show the lab: each step's resources, checked against AWS, and its endpoints.
+
+    Exits 1 when something is missing or differs from the config.
+
+    \b
+    Examples:
+      msctl status
+      msctl status --output json
+    """
+    config = _load(config_path, overrides)
+    console = report.make_console()
+    doc = Session.status(config, target, state_dir)
+    if output == "json":
+        report.print_json(console, doc)
+    else:
+        report.print_status(console, doc)
+    if not doc["ok"]:
+        ctx.exit(EXIT_FAILED)
+
+
+# ---------------------------------------------------------------- local emulator
+
+
+@main.group()
+def local():
+    """Manage the local AWS emulator (moto, server mode, on 127.0.0.1)."""
+
+
+def _state_dir_option(fn):
+    return click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".msctl"),
+                        show_default=True, help="Where the emulator's pid, port and log live.")(fn)
+
+
+@local.command("start")
+@_state_dir_option
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: a free one).")
+def local_start(state_dir, port):
+    """Start the emulator in the background (it outlives this command).
+
+    \b
+    Example:
+      msctl local start
+    """
+    from .local import emulator
+
+    try:
+        info, started = emulator.start(state_dir, port=port)
+    except emulator.EmulatorError as exc:
+        raise RunFailed(str(exc)) from None
+    verb = "started" if started else "already running"
+    click.echo(f"emulator {verb}: {info.endpoint} (pid {info.pid}, log {info.log_path})")
+
+
+@local.command("stop")
+@_state_dir_option
+def local_stop(state_dir):
+    """Stop the emulator (everything in it is lost) and the local data plane.
+
+    \b
+    Example:
+      msctl local stop
+    """
+    from .local import emulator
+
+    stopped = emulator.stop(state_dir)
+    click.echo("emulator stopped" if stopped else "emulator was not running")
+
+
+@local.command("status")
+@_state_dir_option
+@output_option
+def local_status(state_dir, output):
+    """Say whether the emulator runs, and where. Exits 1 when it doesn't.
+
+    \b
+    Example:
+      msctl local status --output json
+    """
+    from dataclasses import asdict
+
+    from .local import emulator
+
+    info = emulator.status(state_dir)
+    if output == "json":
+        report.print_json(report.make_console(), {"running": info is not None, **(asdict(info) if info else {})})
+    elif info:
+        click.echo(f"emulator running: {info.endpoint} (pid {info.pid}, since {info.started_at})")
+    else:
+        click.echo("emulator not running (start it with `msctl local start` or `msctl up`)")
+    if info is None:
+        sys.exit(EXIT_FAILED)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _confirm_billable(console, config: LabConfig, yes: bool) -> None:
+    from .costs import billable
+
+    report.print_billable(console, billable(config))
+    if not yes:
+        _confirm(console, "Create these billable resources?")
+
+
+def _confirm(console, question: str) -> None:
+    if not sys.stdin.isatty():
+        raise UserError(f"{question} Not asking on a non-interactive input: pass --yes to confirm.")
+    if not click.confirm(question, default=False):
+        raise UserError("cancelled; nothing was changed")

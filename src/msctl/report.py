@@ -1,0 +1,212 @@
+"""The only module that prints. Renders engine events live, and results as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .costs import Billable, total
+from .engine.model import Event, Status, StepResult
+from .engine.runner import RunResult
+
+STYLE = {
+    Status.PENDING: ("·", "dim"),
+    Status.RUNNING: ("…", "cyan"),
+    Status.COMPLETE: ("✓", "green"),
+    Status.NOCHANGE: ("=", "green"),
+    Status.FAILED: ("✗", "bold red"),
+    Status.SKIPPED: ("-", "yellow"),
+    Status.UNSUPPORTED: ("!", "yellow"),
+    Status.ABSENT: ("○", "dim"),
+}
+
+
+def make_console(stderr: bool = False) -> Console:
+    # Lines are not wrapped when output goes to a file or pipe, so logs stay greppable.
+    return Console(stderr=stderr, soft_wrap=True)
+
+
+class Progress:
+    """Listener for engine events: a live table on a terminal, one line per event otherwise."""
+
+    def __init__(self, console: Console, steps: Iterable[str], *, enabled: bool = True):
+        self.console = console
+        self.enabled = enabled
+        self.rows = {name: {"status": Status.PENDING, "message": "", "started": None, "elapsed": 0.0}
+                     for name in steps}
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled and self.console.is_terminal:
+            self._live = Live(self._table(), console=self.console, refresh_per_second=8,
+                              get_renderable=self._table, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            row = self.rows.setdefault(event.step, {"status": Status.PENDING, "message": "",
+                                                     "started": None, "elapsed": 0.0})
+            if event.kind == "start":
+                row.update(status=Status.RUNNING, started=time.monotonic(), message="")
+            elif event.kind == "finish" and event.result is not None:
+                row.update(status=event.result.status, elapsed=event.result.elapsed,
+                           message=event.result.reason)
+            else:
+                row["message"] = event.message
+            if self.enabled and self._live is None:
+                self._line(event, row)
+
+    def _line(self, event: Event, row: dict) -> None:
+        if event.kind == "start":
+            self.console.print(f"[cyan]{event.step:<11}[/] started")
+        elif event.kind == "finish":
+            mark, style = STYLE[row["status"]]
+            self.console.print(f"[{style}]{event.step:<11} {mark} {row['status']}[/] "
+                               f"({row['elapsed']:.1f}s) {_escape(row['message'])}")
+        else:
+            self.console.print(f"[dim]{event.step:<11}[/]   {_escape(event.message)}")
+
+    def _table(self) -> Table:
+        table = Table.grid(padding=(0, 2))
+        now = time.monotonic()
+        with self._lock:
+            for name, row in self.rows.items():
+                mark, style = STYLE[row["status"]]
+                running = row["status"] is Status.RUNNING and row["started"] is not None
+                elapsed = now - row["started"] if running else row["elapsed"]
+                table.add_row(
+                    Text(mark, style=style), Text(name, style="bold"),
+                    Text(str(row["status"]), style=style),
+                    Text(f"{elapsed:5.1f}s" if elapsed else "", style="dim"),
+                    Text(row["message"][:100], style="dim"),
+                )
+        return table
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+# ---------------------------------------------------------------- results
+
+
+def result_to_json(result: RunResult) -> dict:
+    return {
+        "action": result.action,
+        "ok": result.ok,
+        "steps": {name: _step_json(res) for name, res in result.results.items()},
+    }
+
+
+def _step_json(res: StepResult) -> dict:
+    return {
+        "status": str(res.status),
+        "reason": res.reason,
+        "elapsed": round(res.elapsed, 3),
+        "changes": [asdict(c) for c in res.changes],
+        "checks": [asdict(c) for c in res.checks],
+        "outputs": res.outputs,
+        "error": res.error or None,
+        "hint": res.hint or None,
+    }
+
+
+def print_json(console: Console, doc: dict) -> None:
+    console.file.write(json.dumps(doc, indent=2, default=str) + "\n")
+    console.file.flush()
+
+
+def print_summary(console: Console, result: RunResult, *, verbose: bool, next_step: str = "") -> None:
+    counts: dict[str, int] = {}
+    for res in result.results.values():
+        counts[str(res.status)] = counts.get(str(res.status), 0) + 1
+    line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    for res in result.results.values():
+        if res.status is Status.UNSUPPORTED:
+            console.print(f"[yellow]! {res.step}: not supported on this target: {_escape(res.reason)}[/]")
+    failed = result.failed
+    for res in failed:
+        console.print(f"[bold red]Error: step {res.step} failed: {_escape(res.error or res.reason)}[/]")
+        if res.hint:
+            console.print(f"  next: {_escape(res.hint)}")
+        if verbose and res.debug:
+            console.print(res.debug, markup=False, highlight=False)
+    if failed:
+        console.print(f"[red]{result.action} failed[/] ({line}). Fix the error and run the same "
+                      "command again: finished steps are kept and not redone.")
+    else:
+        console.print(f"[green]{result.action} done[/] ({line}). {next_step}".rstrip())
+
+
+def print_plan(console: Console, result: RunResult) -> None:
+    table = Table(title="plan", show_lines=False)
+    for col in ("step", "action", "resource", "name", "detail"):
+        table.add_column(col)
+    n = 0
+    for name, res in result.results.items():
+        for change in res.changes:
+            n += 1
+            style = {"create": "green", "delete": "red", "replace": "magenta"}.get(change.action, "yellow")
+            table.add_row(name, Text(change.action, style=style), change.kind, change.name, change.detail)
+        if res.status is Status.FAILED:
+            table.add_row(name, Text("error", style="bold red"), "", "", res.error)
+    if n:
+        console.print(table)
+    by_action: dict[str, int] = {}
+    for res in result.results.values():
+        for change in res.changes:
+            by_action[change.action] = by_action.get(change.action, 0) + 1
+    summary = ", ".join(f"{count} to {action}" for action, count in sorted(by_action.items()))
+    console.print(f"plan: {summary or 'no changes; the lab matches the config'}")
+
+
+def print_status(console: Console, doc: dict) -> None:
+    target = doc["target"]
+    console.print(f"lab [bold]{doc['lab']}[/] on target [bold]{target['name']}[/] "
+                  f"({target.get('endpoint') or 'AWS'}, {target['region']})")
+    for warning in doc.get("warnings", []):
+        console.print(f"[yellow]! {_escape(warning)}[/]")
+    table = Table()
+    for col in ("step", "status", "resources", "detail"):
+        table.add_column(col)
+    for name, step in doc["steps"].items():
+        status = Status(step["status"])
+        mark, style = STYLE[status]
+        bad = [c for c in step.get("checks", []) if not c["ok"]]
+        detail = "; ".join(f"{c['name']}: {c['detail']}" for c in bad[:3]) or step.get("reason", "")
+        table.add_row(name, Text(f"{mark} {status}", style=style), str(len(step.get("resources", {}))),
+                      _escape(detail))
+    console.print(table)
+    for key, value in doc.get("endpoints", {}).items():
+        console.print(f"{key}: {value}")
+
+
+def print_billable(console: Console, items: list[Billable]) -> None:
+    table = Table(title="billable resources this will create")
+    for col in ("resource", "name", "USD/hour", "note"):
+        table.add_column(col)
+    for item in items:
+        table.add_row(item.kind, item.name, f"{item.hourly:.4f}", item.note)
+    console.print(table)
+    hourly = total(items)
+    console.print(f"about ${hourly:.3f}/hour (${hourly * 24:.2f}/day) while the lab exists; "
+                  "`msctl down` removes all of it")
+
+
+def error(console: Console, message: str) -> None:
+    for line in message.splitlines() or [""]:
+        console.print(f"[bold red]Error:[/] {_escape(line)}", highlight=False)

@@ -1,0 +1,170 @@
+"""Opening a lab for a command: target resolution, emulator, credentials, state and lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from rich.console import Console
+
+from .config import LabConfig
+from .context import Context, Target, aws_target, make_session
+from .engine import runner
+from .engine.model import Status
+from .engine.step import Step
+from .local import emulator
+from .state import StateStore
+from .steps import all_steps
+
+
+class SessionError(Exception):
+    """The environment can't host this command (no credentials, wrong target for the state)."""
+
+
+@dataclass
+class Session:
+    config: LabConfig
+    target: Target
+    state: StateStore
+    ctx: Context
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    @contextmanager
+    def open(cls, config: LabConfig, target_name: str, state_dir: Path, *, command: str,
+             console: Console, lock: bool = True, record: bool = True) -> Iterator[Session]:
+        target = resolve_target(config, target_name, state_dir, console)
+        state = StateStore(state_dir, config.lab)
+        guard = state.locked(command) if lock else _nothing()
+        with guard:
+            state.load()
+            warnings = check_state_target(state, target)
+            for warning in warnings:
+                console.print(f"[yellow]! {warning}[/]")
+            if record:
+                state.set_meta(target=target.name, region=target.region,
+                               endpoint=target.endpoint, emulator_id=target.emulator_id)
+            ctx = Context(config, target, state)
+            yield cls(config, target, state, ctx, warnings)
+
+    def prepare_clients(self, steps: Mapping[str, Step], selected: list[str]) -> None:
+        """Build every client the run needs up front, in this (the main) thread."""
+        services = {svc for name in selected for svc in steps[name].services}
+        self.ctx.clients.prepare(services)
+
+    @staticmethod
+    def forget(config: LabConfig, state_dir: Path) -> bool:
+        """Remove the state of a lab whose emulator is gone (nothing of it exists anymore)."""
+        state = StateStore(state_dir, config.lab)
+        if not state.exists():
+            return False
+        with state.locked("down"):
+            state.delete()
+        return True
+
+    @staticmethod
+    def status(config: LabConfig, target_name: str, state_dir: Path) -> dict:
+        """Every step verified against the target, with its recorded resources and outputs."""
+        state = StateStore(state_dir, config.lab)
+        state.load()
+        steps = all_steps()
+        doc: dict = {"lab": config.lab, "warnings": [], "steps": {}, "endpoints": {}}
+        meta = state.meta()
+        if target_name == "local":
+            info = emulator.status(state_dir)
+            target = Target("local", config.region, info.endpoint if info else None,
+                            info.instance_id if info else None)
+            doc["emulator"] = {"running": info is not None,
+                               "endpoint": info.endpoint if info else None,
+                               "pid": info.pid if info else None}
+        else:
+            target, info = aws_target(config), None
+        doc["target"] = {"name": target.name, "region": target.region, "endpoint": target.endpoint}
+        doc["warnings"] = check_state_target(state, target)
+        if target.is_local and info is None:
+            doc["warnings"].append("the local emulator is not running, so nothing of the lab "
+                                   "exists; `msctl up` starts it and builds the lab")
+            result = None
+        else:
+            ctx = Context(config, target, state)
+            ctx.clients.prepare({svc for step in steps.values() for svc in step.services})
+            result = runner.run(ctx, steps, "verify", parallel=8)
+        for name in steps:
+            res = result.results[name] if result else None
+            recorded, _reason = state.status(name)
+            shown = res.status if res else Status.SKIPPED
+            if res and recorded is None and _absent(res.checks):
+                shown = Status.ABSENT
+            doc["steps"][name] = {
+                "status": str(shown),
+                "reason": (res.reason if res else "emulator not running"),
+                "recorded_status": recorded,
+                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail}
+                           for c in (res.checks if res else [])],
+                "error": res.error if res else None,
+                "resources": state.resources(name),
+                "outputs": state.outputs(name),
+            }
+        shown = [Status(step["status"]) for step in doc["steps"].values()]
+        doc["built"] = state.exists() and Status.ABSENT not in shown
+        doc["ok"] = result is not None and not doc["warnings"] and all(
+            s in (Status.COMPLETE, Status.NOCHANGE, Status.UNSUPPORTED, Status.ABSENT) for s in shown)
+        return doc
+
+
+def _absent(checks) -> bool:
+    """Nothing of the step exists: every check says missing."""
+    return bool(checks) and all(not c.ok and c.detail == "missing" for c in checks)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def resolve_target(config: LabConfig, name: str, state_dir: Path, console: Console) -> Target:
+    if name == "local":
+        try:
+            info, started = emulator.start(state_dir)
+        except emulator.EmulatorError as exc:
+            raise SessionError(str(exc)) from None
+        if started:
+            console.print(f"started the local emulator at {info.endpoint} (pid {info.pid}); "
+                          "`msctl local stop` ends it")
+        return Target("local", config.region, info.endpoint, info.instance_id)
+    target = aws_target(config)
+    zones = {s.az for s in (*config.vpc.public_subnets, *config.vpc.private_subnets)}
+    wrong = sorted(z for z in zones if not z.startswith(target.region))
+    if wrong:
+        raise SessionError(
+            f"the subnets' availability zones ({', '.join(wrong)}) are not in region "
+            f"{target.region}; set the zones with --set or use AWS_REGION={config.region}")
+    try:
+        make_session(target).client("sts", endpoint_url=target.endpoint).get_caller_identity()
+    except NoCredentialsError:
+        raise SessionError("no AWS credentials found: set AWS_PROFILE or run `aws configure` "
+                           "(or use the default local target)") from None
+    except (ClientError, BotoCoreError) as exc:
+        raise SessionError(f"AWS credentials don't work: {exc}") from None
+    return target
+
+
+def check_state_target(state: StateStore, target: Target) -> list[str]:
+    """The state file must describe the lab on this target; say so when it can't."""
+    meta = state.meta()
+    if not meta:
+        return []
+    if meta.get("target") != target.name:
+        raise SessionError(
+            f"the state in {state.path} is for target {meta.get('target')!r}, not "
+            f"{target.name!r}; use --target {meta.get('target')} or another --state-dir")
+    if target.is_local and meta.get("emulator_id") and meta["emulator_id"] != target.emulator_id:
+        return ["the emulator this lab was built on is gone (stopped or restarted), and the lab "
+                "with it; `msctl up` rebuilds it"]
+    if not target.is_local and meta.get("endpoint") != target.endpoint:
+        return [f"the lab was built on endpoint {meta.get('endpoint') or 'AWS'}, now using "
+                f"{target.endpoint or 'AWS'}"]
+    return []

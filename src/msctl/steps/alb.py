@@ -1,0 +1,495 @@
+"""alb: the internet-facing ALB, one IP target group per service, path rules (seed 4.5).
+
+Listener 80 (and 443 when alb.certificate_arn is set) answers 404 JSON by default and
+forwards each service's path pattern to its target group; rules are reconciled exactly
+(missing ones created, wrong ones modified, extra ones deleted).
+"""
+
+from __future__ import annotations
+
+import json
+
+from botocore.exceptions import ClientError
+
+from ..aws.errors import is_code
+from ..aws.tags import LAB, as_dict, as_list
+from ..engine.model import Pending, is_pending
+from ..engine.step import Fix, Resource, Step, StepError, StepRun
+
+HTTP_PORT = 80
+HTTPS_PORT = 443
+SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+RULE_PRIORITY_STEP = 10
+ACTIVE_TIMEOUT = 600  # 2-3 min on AWS
+DELETE_TIMEOUT = 600
+TG_IN_USE_TIMEOUT = 300
+DEFAULT_ACTION = {
+    "Type": "fixed-response",
+    "FixedResponseConfig": {
+        "StatusCode": "404",
+        "ContentType": "application/json",
+        "MessageBody": json.dumps({"error": "Not Found"}, separators=(",", ":")),
+    },
+}
+
+
+class AlbStep(Step):
+    name = "alb"
+    requires = ("vpc", "sg")
+    services = ("elbv2",)
+    description = "application load balancer, target groups, listeners and path rules"
+
+    def reconcile(self, run: StepRun) -> dict:
+        cfg = run.config.alb
+        elb = run.clients.elbv2
+        lab = run.ctx.lab
+        net = run.outputs_of("vpc")
+        vpc_id = net["vpc_id"]
+        subnet_ids = list(net["public_subnet_ids"])
+        sg_id = run.outputs_of("sg")["group_ids"][cfg.security_group]
+
+        seen: dict[str, Resource] = {}
+
+        def find_lb():
+            lb = find_load_balancer(elb, lab, cfg.name)
+            if lb is not None:
+                seen["lb"] = lb
+            return lb
+
+        def create_lb():
+            seen["lb"] = elb.create_load_balancer(
+                Name=cfg.name,
+                Subnets=subnet_ids,
+                SecurityGroups=[sg_id],
+                Scheme="internet-facing",
+                Type="application",
+                IpAddressType="ipv4",
+                Tags=as_list(run.tags(cfg.name)),
+            )["LoadBalancers"][0]
+            return seen["lb"]
+
+        lb_arn = run.ensure(
+            "load-balancer",
+            cfg.name,
+            id_key="LoadBalancerArn",
+            arn_key="LoadBalancerArn",
+            after=[vpc_id, *subnet_ids, sg_id],
+            find=find_lb,
+            create=create_lb,
+            fixes=lambda lb: _lb_fixes(elb, lb, subnet_ids, sg_id),
+        )
+        if not is_pending(lb_arn):
+            run.wait(
+                f"load balancer {cfg.name}", lambda: _lb_state(elb, lb_arn), timeout=ACTIVE_TIMEOUT
+            )
+
+        tg_arns: dict[str, str] = {}
+        for service, tg in cfg.target_groups.items():
+            port = run.config.ecs.services[service].port
+            tg_arns[service] = run.ensure(
+                "target-group",
+                tg.name,
+                id_key="TargetGroupArn",
+                arn_key="TargetGroupArn",
+                after=[vpc_id],
+                find=lambda n=tg.name: find_target_group(elb, lab, n),
+                create=lambda n=tg.name, p=port: elb.create_target_group(
+                    Name=n,
+                    Protocol="HTTP",
+                    Port=p,
+                    VpcId=vpc_id,
+                    TargetType="ip",
+                    HealthCheckEnabled=True,
+                    HealthCheckProtocol="HTTP",
+                    HealthCheckPath=cfg.health_check_path,
+                    Matcher={"HttpCode": "200"},
+                    Tags=as_list(run.tags(n)),
+                )["TargetGroups"][0],
+                fixes=lambda found, p=port: _tg_fixes(elb, found, cfg, vpc_id, p),
+            )
+
+        # What the rules send where, in config order: priorities 10, 20, ...
+        routes = [
+            ((i + 1) * RULE_PRIORITY_STEP, tg.path_pattern, tg.name, tg_arns[service])
+            for i, (service, tg) in enumerate(cfg.target_groups.items())
+        ]
+        listeners = {} if is_pending(lb_arn) else _listeners_by_port(elb, lb_arn)
+        http_arn = self._listener(run, lb_arn, listeners, HTTP_PORT, None, routes)
+        https_arn: str | None = None
+        if cfg.certificate_arn:
+            https_arn = self._listener(
+                run, lb_arn, listeners, HTTPS_PORT, cfg.certificate_arn, routes
+            )
+        else:
+            run.remove(
+                "listener",
+                f"{cfg.name}:{HTTPS_PORT}",
+                find=lambda: listeners.get(HTTPS_PORT),
+                delete=lambda found: elb.delete_listener(ListenerArn=found["ListenerArn"]),
+            )
+        lb = seen.get("lb") or {}
+        return {
+            "arn": lb_arn,
+            "dns_name": lb.get("DNSName") or Pending(f"DNS name of {cfg.name}"),
+            "listener_arn": http_arn,
+            "https_listener_arn": https_arn,
+            "target_group_arns": tg_arns,
+        }
+
+    def _listener(
+        self,
+        run: StepRun,
+        lb_arn: str,
+        listeners: dict[int, Resource],
+        port: int,
+        certificate_arn: str | None,
+        routes: list[tuple[int, str, str, str]],
+    ) -> str:
+        """A listener on `port` (HTTPS when a certificate is given) with the 404 default
+        and exactly the configured path rules."""
+        elb = run.clients.elbv2
+        label = f"{run.config.alb.name}:{port}"
+        https = certificate_arn is not None
+        settings: dict = {
+            "Protocol": "HTTPS" if https else "HTTP",
+            "DefaultActions": [DEFAULT_ACTION],
+        }
+        if https:
+            settings["SslPolicy"] = SSL_POLICY
+            settings["Certificates"] = [{"CertificateArn": certificate_arn}]
+        listener_arn = run.ensure(
+            "listener",
+            label,
+            id_key="ListenerArn",
+            after=[lb_arn],
+            find=lambda: listeners.get(port),
+            create=lambda: elb.create_listener(
+                LoadBalancerArn=lb_arn, Port=port, Tags=as_list(run.tags(label)), **settings
+            )["Listeners"][0],
+            fixes=lambda found: _listener_fixes(elb, found, settings),
+        )
+        current = (
+            {}
+            if is_pending(listener_arn)
+            else {
+                int(r["Priority"]): r
+                for r in elb.describe_rules(ListenerArn=listener_arn)["Rules"]
+                if not r.get("IsDefault")
+            }
+        )
+        for priority, pattern, tg_name, tg_arn in routes:
+            rule = current.pop(priority, None)
+            name = f"{label} priority {priority}"
+            conditions = [{"Field": "path-pattern", "PathPatternConfig": {"Values": [pattern]}}]
+            actions = [{"Type": "forward", "TargetGroupArn": tg_arn}]
+            if rule is None:
+                run.setting(
+                    "listener-rule",
+                    name,
+                    ok=False,
+                    detail=f"{pattern} -> {tg_name}",
+                    action="create",
+                    after=[listener_arn, tg_arn],
+                    apply=lambda p=priority, c=conditions, a=actions, n=name: elb.create_rule(
+                        ListenerArn=listener_arn,
+                        Priority=p,
+                        Conditions=c,
+                        Actions=a,
+                        Tags=as_list(run.tags(n)),
+                    ),
+                )
+                continue
+            ok = _rule_patterns(rule) == [pattern] and _rule_targets(rule) == [tg_arn]
+            run.setting(
+                "listener-rule",
+                name,
+                ok=ok,
+                detail=f"{pattern} -> {tg_name}",
+                after=[listener_arn, tg_arn],
+                apply=lambda r=rule, c=conditions, a=actions: elb.modify_rule(
+                    RuleArn=r["RuleArn"], Conditions=c, Actions=a
+                ),
+            )
+        for priority, rule in sorted(current.items()):
+            run.setting(
+                "listener-rule",
+                f"{label} priority {priority}",
+                ok=False,
+                detail=f"{', '.join(_rule_patterns(rule)) or 'rule'} not in config: delete",
+                action="delete",
+                apply=lambda r=rule: elb.delete_rule(RuleArn=r["RuleArn"]),
+            )
+        return listener_arn
+
+    def teardown(self, run: StepRun) -> None:
+        cfg = run.config.alb
+        elb = run.clients.elbv2
+        lab = run.ctx.lab
+        lb = find_load_balancer(elb, lab, cfg.name, on_foreign=run)
+        if lb is not None:
+            # Listeners first; their rules go with them.
+            listeners = _listeners_by_port(elb, lb["LoadBalancerArn"])
+            for port in sorted(listeners):
+                run.remove(
+                    "listener",
+                    f"{cfg.name}:{port}",
+                    find=lambda p=port: listeners[p],
+                    delete=lambda found: elb.delete_listener(ListenerArn=found["ListenerArn"]),
+                )
+        run.remove(
+            "load-balancer",
+            cfg.name,
+            find=lambda: lb,
+            delete=lambda found: _delete_lb(run, found),
+        )
+        for tg in cfg.target_groups.values():
+            run.remove(
+                "target-group",
+                tg.name,
+                find=lambda n=tg.name: find_target_group(elb, lab, n, on_foreign=run),
+                delete=lambda found: run.retry(
+                    lambda: elb.delete_target_group(TargetGroupArn=found["TargetGroupArn"]),
+                    codes=("ResourceInUse",),
+                    timeout=TG_IN_USE_TIMEOUT,
+                    reason="the deleted load balancer still references the target group",
+                ),
+            )
+
+
+# ---------------------------------------------------------------- lookups
+
+
+def _owned(
+    elb, lab: str, kind: str, name: str, resource: Resource, arn: str, on_foreign: StepRun | None
+) -> Resource | None:
+    """The resource if it carries this lab's tag. Someone else's same-named resource is an
+    error when reconciling (never adopted) and left alone, with a note, when destroying."""
+    described = elb.describe_tags(ResourceArns=[arn])["TagDescriptions"]
+    tags = as_dict(described[0].get("Tags")) if described else {}
+    if tags.get(LAB) == lab:
+        return resource
+    if on_foreign is not None:
+        on_foreign.emit("note", f"{kind} {name} is not tagged {LAB}={lab}: left alone")
+        return None
+    raise StepError(
+        f"a {kind} named {name} exists but isn't this lab's (tag {LAB} is "
+        f"{tags.get(LAB)!r}, expected {lab!r})",
+        hint="msctl doesn't adopt resources it didn't create: delete or rename it, or change "
+        "the name in the alb section of the config",
+    )
+
+
+def find_load_balancer(
+    elb, lab: str, name: str, on_foreign: StepRun | None = None
+) -> Resource | None:
+    try:
+        found = elb.describe_load_balancers(Names=[name])["LoadBalancers"]
+    except ClientError as exc:
+        if is_code(exc, "LoadBalancerNotFound"):
+            return None
+        raise
+    if not found:
+        return None
+    lb = found[0]
+    return _owned(elb, lab, "load balancer", name, lb, lb["LoadBalancerArn"], on_foreign)
+
+
+def find_target_group(
+    elb, lab: str, name: str, on_foreign: StepRun | None = None
+) -> Resource | None:
+    try:
+        found = elb.describe_target_groups(Names=[name])["TargetGroups"]
+    except ClientError as exc:
+        if is_code(exc, "TargetGroupNotFound"):
+            return None
+        raise
+    if not found:
+        return None
+    tg = found[0]
+    return _owned(elb, lab, "target group", name, tg, tg["TargetGroupArn"], on_foreign)
+
+
+def _listeners_by_port(elb, lb_arn: str) -> dict[int, Resource]:
+    listeners = elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
+    return {int(listener["Port"]): listener for listener in listeners}
+
+
+def _lb_state(elb, arn: str) -> tuple[bool, str]:
+    lbs = elb.describe_load_balancers(LoadBalancerArns=[arn])["LoadBalancers"]
+    state = lbs[0].get("State", {}) if lbs else {}
+    code = state.get("Code", "not visible yet")
+    if code == "failed":
+        raise StepError(
+            f"load balancer {arn} failed: {state.get('Reason', '')}",
+            hint="run `msctl down --only alb` and `msctl up` again",
+        )
+    return code == "active", code
+
+
+# ---------------------------------------------------------------- fixes
+
+
+def _replace_fix(detail: str, what: str) -> Fix:
+    def refuse():
+        raise StepError(
+            f"{what} can't be changed in place ({detail})",
+            hint="run `msctl down --only alb` and `msctl up` to rebuild it, or restore the config",
+        )
+
+    return Fix(detail, refuse, action="replace")
+
+
+def _lb_fixes(elb, lb: Resource, subnet_ids: list[str], sg_id: str) -> list[Fix]:
+    arn = lb["LoadBalancerArn"]
+    what = f"load balancer {lb['LoadBalancerName']}"
+    fixes = []
+    if lb.get("Scheme") != "internet-facing":
+        fixes.append(_replace_fix(f"scheme {lb.get('Scheme')} -> internet-facing", what))
+    if lb.get("Type", "application") != "application":
+        fixes.append(_replace_fix(f"type {lb.get('Type')} -> application", what))
+    if lb.get("IpAddressType", "ipv4") != "ipv4":
+        fixes.append(
+            Fix(
+                f"IP address type {lb.get('IpAddressType')} -> ipv4",
+                lambda: elb.set_ip_address_type(LoadBalancerArn=arn, IpAddressType="ipv4"),
+            )
+        )
+    current_subnets = {az["SubnetId"] for az in lb.get("AvailabilityZones", [])}
+    if current_subnets != set(subnet_ids):
+        fixes.append(
+            Fix(
+                f"subnets -> {', '.join(subnet_ids)}",
+                lambda: elb.set_subnets(LoadBalancerArn=arn, Subnets=subnet_ids),
+            )
+        )
+    if set(lb.get("SecurityGroups", [])) != {sg_id}:
+        fixes.append(
+            Fix(
+                f"security groups -> {sg_id}",
+                lambda: elb.set_security_groups(LoadBalancerArn=arn, SecurityGroups=[sg_id]),
+            )
+        )
+    return fixes
+
+
+def _tg_fixes(elb, tg: Resource, cfg, vpc_id: str, port: int) -> list[Fix]:
+    arn = tg["TargetGroupArn"]
+    what = f"target group {tg['TargetGroupName']}"
+    fixes = []
+    shape = (tg.get("Protocol"), tg.get("Port"), tg.get("VpcId"), tg.get("TargetType"))
+    if shape != ("HTTP", port, vpc_id, "ip"):
+        fixes.append(
+            _replace_fix(
+                "{} {} in {} type {} -> HTTP {} in {} type ip".format(*shape, port, vpc_id), what
+            )
+        )
+    matcher = (tg.get("Matcher") or {}).get("HttpCode")
+    if tg.get("HealthCheckPath") != cfg.health_check_path or matcher != "200":
+        fixes.append(
+            Fix(
+                f"health check {tg.get('HealthCheckPath')} ({matcher}) -> "
+                f"{cfg.health_check_path} (200)",
+                lambda: elb.modify_target_group(
+                    TargetGroupArn=arn,
+                    HealthCheckEnabled=True,
+                    HealthCheckProtocol="HTTP",
+                    HealthCheckPath=cfg.health_check_path,
+                    Matcher={"HttpCode": "200"},
+                ),
+            )
+        )
+    key = "deregistration_delay.timeout_seconds"
+    wanted = str(cfg.deregistration_delay_seconds)
+    attributes = elb.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]
+    current = next((a["Value"] for a in attributes if a["Key"] == key), None)
+    if current != wanted:
+        fixes.append(
+            Fix(
+                f"deregistration delay {current} -> {wanted} s",
+                lambda: elb.modify_target_group_attributes(
+                    TargetGroupArn=arn, Attributes=[{"Key": key, "Value": wanted}]
+                ),
+            )
+        )
+    return fixes
+
+
+def _listener_fixes(elb, listener: Resource, settings: dict) -> list[Fix]:
+    differs = []
+    if listener.get("Protocol") != settings["Protocol"]:
+        differs.append(f"protocol {listener.get('Protocol')} -> {settings['Protocol']}")
+    if [_action_key(a) for a in listener.get("DefaultActions", [])] != [
+        _action_key(a) for a in settings["DefaultActions"]
+    ]:
+        differs.append("default action -> 404 fixed response")
+    if "SslPolicy" in settings and listener.get("SslPolicy") != settings["SslPolicy"]:
+        differs.append(f"SSL policy {listener.get('SslPolicy')} -> {settings['SslPolicy']}")
+    if "Certificates" in settings:
+        current = [c.get("CertificateArn") for c in listener.get("Certificates", [])][:1]
+        if current != [settings["Certificates"][0]["CertificateArn"]]:
+            differs.append("certificate -> config's certificate_arn")
+    if not differs:
+        return []
+    return [
+        Fix(
+            "; ".join(differs),
+            lambda: elb.modify_listener(ListenerArn=listener["ListenerArn"], **settings),
+        )
+    ]
+
+
+def _action_key(action: Resource) -> tuple:
+    config = action.get("FixedResponseConfig") or {}
+    return (
+        action.get("Type"),
+        config.get("StatusCode"),
+        config.get("ContentType"),
+        config.get("MessageBody"),
+        tuple(_action_targets(action)),
+    )
+
+
+def _action_targets(action: Resource) -> list[str]:
+    if action.get("TargetGroupArn"):
+        return [action["TargetGroupArn"]]
+    groups = (action.get("ForwardConfig") or {}).get("TargetGroups") or []
+    return [g["TargetGroupArn"] for g in groups]
+
+
+def _rule_targets(rule: Resource) -> list[str]:
+    actions = rule.get("Actions", [])
+    if len(actions) != 1 or actions[0].get("Type") != "forward":
+        return []
+    return _action_targets(actions[0])
+
+
+def _rule_patterns(rule: Resource) -> list[str]:
+    patterns: list[str] = []
+    for condition in rule.get("Conditions", []):
+        if condition.get("Field") != "path-pattern":
+            return []  # a rule with other conditions is not one of ours as configured
+        values = (condition.get("PathPatternConfig") or {}).get("Values") or condition.get(
+            "Values", []
+        )
+        patterns += values
+    return patterns
+
+
+# ---------------------------------------------------------------- delete
+
+
+def _delete_lb(run: StepRun, lb: Resource) -> None:
+    elb = run.clients.elbv2
+    arn = lb["LoadBalancerArn"]
+    elb.delete_load_balancer(LoadBalancerArn=arn)
+
+    def gone() -> tuple[bool, str]:
+        try:
+            lbs = elb.describe_load_balancers(LoadBalancerArns=[arn])["LoadBalancers"]
+        except ClientError as exc:
+            if is_code(exc, "LoadBalancerNotFound"):
+                return True, "deleted"
+            raise
+        return not lbs, lbs[0].get("State", {}).get("Code", "deleting") if lbs else "deleted"
+
+    run.wait(f"load balancer {lb['LoadBalancerName']} to be deleted", gone, timeout=DELETE_TIMEOUT)

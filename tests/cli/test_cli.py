@@ -1,0 +1,192 @@
+"""The CLI through click's CliRunner: exit codes, error lines, JSON output, help text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from msctl.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    target = tmp_path / "config" / "lab.yaml"
+    target.parent.mkdir()
+    shutil.copy(ROOT / "config" / "lab.yaml", target)
+    return target
+
+
+def all_commands(group: click.Group, prefix=()):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from all_commands(command, prefix + (name,))
+        else:
+            yield prefix + (name,), command
+
+
+def test_every_command_has_help_with_an_example(runner):
+    for path, command in all_commands(main):
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Example" in result.output, f"{' '.join(path)} help has no example"
+        assert command.help, path
+
+
+def test_missing_config_is_a_usage_error(runner, tmp_path):
+    result = runner.invoke(main, ["plan", "-c", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"Error: config file {tmp_path / 'nope.yaml'} not found (pass -c/--config PATH)"]
+
+
+def test_yaml_syntax_error_names_the_line(runner, tmp_path):
+    bad = tmp_path / "lab.yaml"
+    bad.write_text("lab: x\nregion: [us-east-1\n")
+    result = runner.invoke(main, ["up", "-c", str(bad)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {bad}:")
+    assert "YAML syntax error" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_key_names_path_and_line(runner, config_file):
+    text = config_file.read_text().replace("  nat_gateway: microservices-nat", "  nat_gateway: microservices-nat\n  nat_gatway: typo")
+    config_file.write_text(text)
+    result = runner.invoke(main, ["plan", "-c", str(config_file)])
+    assert result.exit_code == 2
+    line = next(i for i, text in enumerate(config_file.read_text().splitlines(), 1) if "nat_gatway" in text)
+    assert f"Error: {config_file}:{line}: vpc.nat_gatway: unknown key" in result.output
+
+
+def test_bad_set_value_is_reported_against_the_flag(runner, config_file):
+    result = runner.invoke(main, ["plan", "-c", str(config_file), "--set", "rds.allocated_storage=lots"])
+    assert result.exit_code == 2
+    assert "Error: --set rds.allocated_storage: rds.allocated_storage: Input should be a valid integer" in result.output
+
+
+def test_bad_set_syntax(runner, config_file):
+    result = runner.invoke(main, ["plan", "-c", str(config_file), "--set", "novalue"])
+    assert result.exit_code == 2
+    assert "Error: --set novalue: expected dotted.key=value" in result.output
+
+
+def test_unknown_only_step(runner, config_file, tmp_path):
+    result = runner.invoke(main, ["plan", "-c", str(config_file), "--only", "vpc,nope",
+                                  "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "Error: --only: unknown step 'nope'" in result.output
+
+
+def test_bad_option_value_is_usage_error(runner):
+    result = runner.invoke(main, ["up", "--target", "mars"])
+    assert result.exit_code == 2
+
+
+def test_aws_target_without_credentials_is_a_clear_error(runner, config_file, monkeypatch, tmp_path):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = runner.invoke(main, ["plan", "-c", str(config_file), "--target", "aws",
+                                  "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "Error: no AWS credentials found" in result.output
+
+
+def test_aws_region_must_match_the_zones(runner, config_file, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    result = runner.invoke(main, ["plan", "-c", str(config_file), "--target", "aws",
+                                  "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "are not in region eu-west-1" in result.output
+
+
+def test_up_on_aws_refuses_without_confirmation_when_not_interactive(runner, config_file, monkeypatch, tmp_path):
+    from msctl import session
+
+    monkeypatch.setattr(session, "resolve_target",
+                        lambda config, name, state_dir, console: session.Target("aws", "us-east-1", None))
+    result = runner.invoke(main, ["up", "-c", str(config_file), "--target", "aws",
+                                  "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "NAT gateway" in result.output and "USD/hour" in result.output
+    assert "pass --yes to confirm" in result.output
+
+
+@pytest.fixture
+def local_lab(runner, config_file, tmp_path):
+    """A lab on a real local emulator (stopped afterwards)."""
+    state_dir = tmp_path / "state"
+    args = ["-c", str(config_file), "--state-dir", str(state_dir)]
+    yield args, state_dir
+    runner.invoke(main, ["local", "stop", "--state-dir", str(state_dir)])
+
+
+def test_plan_up_status_down_on_the_local_target(runner, local_lab):
+    args, state_dir = local_lab
+    plan = runner.invoke(main, ["plan", *args, "--only", "sg", "--output", "json"])
+    assert plan.exit_code == 0, plan.output
+    doc = json.loads(plan.output[plan.output.index("{"):])
+    assert set(doc["steps"]) == {"vpc", "sg"}
+    assert {c["action"] for c in doc["steps"]["sg"]["changes"]} == {"create"}
+    assert not (state_dir / "microservices.json").exists() or \
+        json.loads((state_dir / "microservices.json").read_text())["body"]["steps"] == {}
+
+    up = runner.invoke(main, ["up", *args, "--only", "sg"])
+    assert up.exit_code == 0, up.output
+    assert "apply done" in up.output
+
+    status = runner.invoke(main, ["status", *args, "--output", "json"])
+    doc = json.loads(status.output)
+    assert doc["steps"]["vpc"]["status"] == "nochange"
+    assert doc["steps"]["sg"]["status"] == "nochange"
+    assert doc["steps"]["nat"]["status"] == "absent"
+    assert doc["emulator"]["running"] is True
+    assert len(doc["steps"]["sg"]["resources"]) == 3
+
+    replan = runner.invoke(main, ["plan", *args, "--only", "sg"])
+    assert "no changes" in replan.output
+
+    down = runner.invoke(main, ["down", *args])
+    assert down.exit_code == 0, down.output
+    assert not (state_dir / "microservices.json").exists()
+    again = runner.invoke(main, ["down", *args])
+    assert again.exit_code == 0
+    assert "nothing to remove" in again.output
+
+
+def test_second_run_on_a_locked_lab_fails_at_once(runner, local_lab):
+    from msctl.state import StateStore
+
+    args, state_dir = local_lab
+    with StateStore(state_dir, "microservices").locked("up --only vpc"):
+        result = runner.invoke(main, ["up", *args, "--only", "vpc"])
+    assert result.exit_code == 1
+    assert "Error: lab 'microservices' is locked by pid" in result.output
+    assert "up --only vpc" in result.output
+
+
+def test_failed_step_exits_1_and_names_it(runner, local_lab, monkeypatch):
+    from msctl.steps.sg import SgStep
+
+    def broken(self, run):
+        run.clients.ec2.describe_security_groups(GroupIds=["sg-doesnotexist"])
+
+    monkeypatch.setattr(SgStep, "reconcile", broken)
+    args, _ = local_lab
+    result = runner.invoke(main, ["up", *args, "--only", "sg"])
+    assert result.exit_code == 1
+    assert "Error: step sg failed: DescribeSecurityGroups: InvalidGroup.NotFound" in result.output
+    assert "vpc" in result.output and "complete" in result.output
