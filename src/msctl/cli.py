@@ -52,17 +52,38 @@ def handle_errors(fn):
 def config_options(fn):
     """The options every lab command shares."""
     decorators = [
-        click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
-                     default=Path("config/lab.yaml"), show_default=True, help="Lab config file."),
-        click.option("--target", type=click.Choice(["local", "aws"]), default="local",
-                     show_default=True,
-                     help="local: the moto emulator msctl runs on loopback; aws: real AWS "
-                          "(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL honoured)."),
-        click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".msctl"),
-                     show_default=True, help="Where state, locks and the emulator live."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override a config value, e.g. --set rds.instance_class=db.t3.small "
-                          "(repeatable; validated like the file)."),
+        click.option(
+            "-c",
+            "--config",
+            "config_path",
+            type=click.Path(path_type=Path),
+            default=Path("config/lab.yaml"),
+            show_default=True,
+            help="Lab config file.",
+        ),
+        click.option(
+            "--target",
+            type=click.Choice(["local", "aws"]),
+            default="local",
+            show_default=True,
+            help="local: the moto emulator msctl runs on loopback; aws: real AWS "
+            "(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL honoured).",
+        ),
+        click.option(
+            "--state-dir",
+            type=click.Path(path_type=Path),
+            default=Path(".msctl"),
+            show_default=True,
+            help="Where state, locks and the emulator live.",
+        ),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a config value, e.g. --set rds.instance_class=db.t3.small "
+            "(repeatable; validated like the file).",
+        ),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
@@ -71,25 +92,37 @@ def config_options(fn):
 
 def only_option(fn):
     return click.option(
-        "--only", metavar="STEP[,STEP]",
+        "--only",
+        metavar="STEP[,STEP]",
         help=f"Only these steps, plus what they require (for down: plus what depends on "
-             f"them). Steps: {STEP_NAMES}.",
+        f"them). Steps: {STEP_NAMES}.",
     )(fn)
 
 
 def output_option(fn):
-    return click.option("--output", type=click.Choice(["table", "json"]), default="table",
-                        show_default=True, help="Output format.")(fn)
+    return click.option(
+        "--output",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(fn)
 
 
 def parallel_option(fn):
-    return click.option("--parallel", type=click.IntRange(1, 32), default=8, show_default=True,
-                        help="How many independent steps run at once (1: serial).")(fn)
+    return click.option(
+        "--parallel",
+        type=click.IntRange(1, 32),
+        default=8,
+        show_default=True,
+        help="How many independent steps run at once (1: serial).",
+    )(fn)
 
 
 def yes_option(fn):
-    return click.option("--yes", "-y", is_flag=True,
-                        help="Don't ask for confirmation (for scripts).")(fn)
+    return click.option(
+        "--yes", "-y", is_flag=True, help="Don't ask for confirmation (for scripts)."
+    )(fn)
 
 
 def _only(value: str | None) -> list[str] | None:
@@ -153,8 +186,12 @@ def up(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
         with report.Progress(console, selected) as progress:
             session.ctx.listener = progress
             result = runner.run(session.ctx, steps, "apply", selected=selected, parallel=parallel)
-        report.print_summary(console, result, verbose=ctx.obj["verbose"],
-                             next_step="See it with `msctl status`; remove it with `msctl down`.")
+        report.print_summary(
+            console,
+            result,
+            verbose=ctx.obj["verbose"],
+            next_step="See it with `msctl status`; remove it with `msctl down`.",
+        )
         if not result.ok:
             ctx.exit(EXIT_FAILED)
 
@@ -179,8 +216,9 @@ def plan(ctx, config_path, target, state_dir, overrides, only, output, destroy):
     action = "plan-destroy" if destroy else "plan"
     selected_only = _only(only)
     console = report.make_console()
-    with Session.open(config, target, state_dir, command="plan", console=console,
-                      lock=False, record=False) as session:
+    with Session.open(
+        config, target, state_dir, command="plan", console=console, lock=False, record=False
+    ) as session:
         steps = all_steps()
         selected = runner.select(steps, selected_only, action)
         session.prepare_clients(steps, selected)
@@ -218,8 +256,10 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
 
         if emulator.status(state_dir) is None:
             removed = Session.forget(config, state_dir)
-            console.print("The local emulator is not running, so nothing of the lab exists on the "
-                          "local target" + ("; removed the stale state file." if removed else "."))
+            console.print(
+                "The local emulator is not running, so nothing of the lab exists on the "
+                "local target" + ("; removed the stale state file." if removed else ".")
+            )
             return
     if target == "aws" and not yes:
         _confirm(console, f"Delete every resource of lab {config.lab!r} on AWS?")
@@ -229,8 +269,7 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
         session.prepare_clients(steps, selected)
         with report.Progress(console, selected) as progress:
             session.ctx.listener = progress
-            result = runner.run(session.ctx, steps, "destroy", selected=selected,
-                                parallel=parallel)
+            result = runner.run(session.ctx, steps, "destroy", selected=selected, parallel=parallel)
         if result.ok and selected_only is None:
             session.state.delete()
         report.print_summary(console, result, verbose=ctx.obj["verbose"])
@@ -276,8 +315,13 @@ def local():
 
 
 def _state_dir_option(fn):
-    return click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".msctl"),
-                        show_default=True, help="Where the emulator's pid, port and log live.")(fn)
+    return click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        default=Path(".msctl"),
+        show_default=True,
+        help="Where the emulator's pid, port and log live.",
+    )(fn)
 
 
 @local.command("start")
@@ -331,7 +375,9 @@ def local_status(state_dir, output):
 
     info = emulator.status(state_dir)
     if output == "json":
-        report.print_json(report.make_console(), {"running": info is not None, **(asdict(info) if info else {})})
+        report.print_json(
+            report.make_console(), {"running": info is not None, **(asdict(info) if info else {})}
+        )
     elif info:
         click.echo(f"emulator running: {info.endpoint} (pid {info.pid}, since {info.started_at})")
     else:

@@ -45,17 +45,27 @@ def billable(config: LabConfig) -> list[Billable]:
             + rds.allocated_storage * GP2_GB_MONTH / HOURS_PER_MONTH,
             "" if rds.instance_class in RDS_INSTANCE else "instance price unknown to msctl",
         ),
-        Billable("Secrets Manager secret", f"{rds.identifier} master", SECRET_MONTH / HOURS_PER_MONTH),
-        Billable("CloudWatch dashboard", config.cloudwatch.dashboard, DASHBOARD_MONTH / HOURS_PER_MONTH),
+        Billable(
+            "Secrets Manager secret", f"{rds.identifier} master", SECRET_MONTH / HOURS_PER_MONTH
+        ),
+        Billable(
+            "CloudWatch dashboard", config.cloudwatch.dashboard, DASHBOARD_MONTH / HOURS_PER_MONTH
+        ),
     ]
     for name, service in config.ecs.services.items():
         per_task = service.cpu / 1024 * FARGATE_VCPU + service.memory / 1024 * FARGATE_GB
-        items.append(Billable(
-            "Fargate tasks", f"{service.service} x{service.desired_count}",
-            per_task * service.desired_count, f"{name}, scales up to {config.ecs.autoscaling.max_capacity}",
-        ))
+        items.append(
+            Billable(
+                "Fargate tasks",
+                f"{service.service} x{service.desired_count}",
+                per_task * service.desired_count,
+                f"{name}, scales up to {config.ecs.autoscaling.max_capacity}",
+            )
+        )
     if config.route53.domain:
-        items.append(Billable("Route 53 zone", config.route53.domain, HOSTED_ZONE_MONTH / HOURS_PER_MONTH))
+        items.append(
+            Billable("Route 53 zone", config.route53.domain, HOSTED_ZONE_MONTH / HOURS_PER_MONTH)
+        )
     return items
 
 

@@ -40,15 +40,22 @@ class Progress:
     def __init__(self, console: Console, steps: Iterable[str], *, enabled: bool = True):
         self.console = console
         self.enabled = enabled
-        self.rows = {name: {"status": Status.PENDING, "message": "", "started": None, "elapsed": 0.0}
-                     for name in steps}
+        self.rows = {
+            name: {"status": Status.PENDING, "message": "", "started": None, "elapsed": 0.0}
+            for name in steps
+        }
         self._lock = threading.Lock()
         self._live: Live | None = None
 
     def __enter__(self) -> Progress:
         if self.enabled and self.console.is_terminal:
-            self._live = Live(self._table(), console=self.console, refresh_per_second=8,
-                              get_renderable=self._table, transient=False)
+            self._live = Live(
+                self._table(),
+                console=self.console,
+                refresh_per_second=8,
+                get_renderable=self._table,
+                transient=False,
+            )
             self._live.__enter__()
         return self
 
@@ -58,13 +65,18 @@ class Progress:
 
     def __call__(self, event: Event) -> None:
         with self._lock:
-            row = self.rows.setdefault(event.step, {"status": Status.PENDING, "message": "",
-                                                     "started": None, "elapsed": 0.0})
+            row = self.rows.setdefault(
+                event.step,
+                {"status": Status.PENDING, "message": "", "started": None, "elapsed": 0.0},
+            )
             if event.kind == "start":
                 row.update(status=Status.RUNNING, started=time.monotonic(), message="")
             elif event.kind == "finish" and event.result is not None:
-                row.update(status=event.result.status, elapsed=event.result.elapsed,
-                           message=event.result.reason)
+                row.update(
+                    status=event.result.status,
+                    elapsed=event.result.elapsed,
+                    message=event.result.reason,
+                )
             else:
                 row["message"] = event.message
             if self.enabled and self._live is None:
@@ -75,8 +87,10 @@ class Progress:
             self.console.print(f"[cyan]{event.step:<11}[/] started")
         elif event.kind == "finish":
             mark, style = STYLE[row["status"]]
-            self.console.print(f"[{style}]{event.step:<11} {mark} {row['status']}[/] "
-                               f"({row['elapsed']:.1f}s) {_escape(row['message'])}")
+            self.console.print(
+                f"[{style}]{event.step:<11} {mark} {row['status']}[/] "
+                f"({row['elapsed']:.1f}s) {_escape(row['message'])}"
+            )
         else:
             self.console.print(f"[dim]{event.step:<11}[/]   {_escape(event.message)}")
 
@@ -89,7 +103,8 @@ class Progress:
                 running = row["status"] is Status.RUNNING and row["started"] is not None
                 elapsed = now - row["started"] if running else row["elapsed"]
                 table.add_row(
-                    Text(mark, style=style), Text(name, style="bold"),
+                    Text(mark, style=style),
+                    Text(name, style="bold"),
                     Text(str(row["status"]), style=style),
                     Text(f"{elapsed:5.1f}s" if elapsed else "", style="dim"),
                     Text(row["message"][:100], style="dim"),
@@ -130,24 +145,32 @@ def print_json(console: Console, doc: dict) -> None:
     console.file.flush()
 
 
-def print_summary(console: Console, result: RunResult, *, verbose: bool, next_step: str = "") -> None:
+def print_summary(
+    console: Console, result: RunResult, *, verbose: bool, next_step: str = ""
+) -> None:
     counts: dict[str, int] = {}
     for res in result.results.values():
         counts[str(res.status)] = counts.get(str(res.status), 0) + 1
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     for res in result.results.values():
         if res.status is Status.UNSUPPORTED:
-            console.print(f"[yellow]! {res.step}: not supported on this target: {_escape(res.reason)}[/]")
+            console.print(
+                f"[yellow]! {res.step}: not supported on this target: {_escape(res.reason)}[/]"
+            )
     failed = result.failed
     for res in failed:
-        console.print(f"[bold red]Error: step {res.step} failed: {_escape(res.error or res.reason)}[/]")
+        console.print(
+            f"[bold red]Error: step {res.step} failed: {_escape(res.error or res.reason)}[/]"
+        )
         if res.hint:
             console.print(f"  next: {_escape(res.hint)}")
         if verbose and res.debug:
             console.print(res.debug, markup=False, highlight=False)
     if failed:
-        console.print(f"[red]{result.action} failed[/] ({line}). Fix the error and run the same "
-                      "command again: finished steps are kept and not redone.")
+        console.print(
+            f"[red]{result.action} failed[/] ({line}). Fix the error and run the same "
+            "command again: finished steps are kept and not redone."
+        )
     else:
         console.print(f"[green]{result.action} done[/] ({line}). {next_step}".rstrip())
 
@@ -160,8 +183,12 @@ def print_plan(console: Console, result: RunResult) -> None:
     for name, res in result.results.items():
         for change in res.changes:
             n += 1
-            style = {"create": "green", "delete": "red", "replace": "magenta"}.get(change.action, "yellow")
-            table.add_row(name, Text(change.action, style=style), change.kind, change.name, change.detail)
+            style = {"create": "green", "delete": "red", "replace": "magenta"}.get(
+                change.action, "yellow"
+            )
+            table.add_row(
+                name, Text(change.action, style=style), change.kind, change.name, change.detail
+            )
         if res.status is Status.FAILED:
             table.add_row(name, Text("error", style="bold red"), "", "", res.error)
     if n:
@@ -176,8 +203,10 @@ def print_plan(console: Console, result: RunResult) -> None:
 
 def print_status(console: Console, doc: dict) -> None:
     target = doc["target"]
-    console.print(f"lab [bold]{doc['lab']}[/] on target [bold]{target['name']}[/] "
-                  f"({target.get('endpoint') or 'AWS'}, {target['region']})")
+    console.print(
+        f"lab [bold]{doc['lab']}[/] on target [bold]{target['name']}[/] "
+        f"({target.get('endpoint') or 'AWS'}, {target['region']})"
+    )
     for warning in doc.get("warnings", []):
         console.print(f"[yellow]! {_escape(warning)}[/]")
     table = Table()
@@ -188,8 +217,12 @@ def print_status(console: Console, doc: dict) -> None:
         mark, style = STYLE[status]
         bad = [c for c in step.get("checks", []) if not c["ok"]]
         detail = "; ".join(f"{c['name']}: {c['detail']}" for c in bad[:3]) or step.get("reason", "")
-        table.add_row(name, Text(f"{mark} {status}", style=style), str(len(step.get("resources", {}))),
-                      _escape(detail))
+        table.add_row(
+            name,
+            Text(f"{mark} {status}", style=style),
+            str(len(step.get("resources", {}))),
+            _escape(detail),
+        )
     console.print(table)
     for key, value in doc.get("endpoints", {}).items():
         console.print(f"{key}: {value}")
@@ -203,8 +236,10 @@ def print_billable(console: Console, items: list[Billable]) -> None:
         table.add_row(item.kind, item.name, f"{item.hourly:.4f}", item.note)
     console.print(table)
     hourly = total(items)
-    console.print(f"about ${hourly:.3f}/hour (${hourly * 24:.2f}/day) while the lab exists; "
-                  "`msctl down` removes all of it")
+    console.print(
+        f"about ${hourly:.3f}/hour (${hourly * 24:.2f}/day) while the lab exists; "
+        "`msctl down` removes all of it"
+    )
 
 
 def error(console: Console, message: str) -> None:

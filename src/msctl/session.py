@@ -34,8 +34,17 @@ class Session:
 
     @classmethod
     @contextmanager
-    def open(cls, config: LabConfig, target_name: str, state_dir: Path, *, command: str,
-             console: Console, lock: bool = True, record: bool = True) -> Iterator[Session]:
+    def open(
+        cls,
+        config: LabConfig,
+        target_name: str,
+        state_dir: Path,
+        *,
+        command: str,
+        console: Console,
+        lock: bool = True,
+        record: bool = True,
+    ) -> Iterator[Session]:
         target = resolve_target(config, target_name, state_dir, console)
         state = StateStore(state_dir, config.lab)
         guard = state.locked(command) if lock else _nothing()
@@ -45,8 +54,12 @@ class Session:
             for warning in warnings:
                 console.print(f"[yellow]! {warning}[/]")
             if record:
-                state.set_meta(target=target.name, region=target.region,
-                               endpoint=target.endpoint, emulator_id=target.emulator_id)
+                state.set_meta(
+                    target=target.name,
+                    region=target.region,
+                    endpoint=target.endpoint,
+                    emulator_id=target.emulator_id,
+                )
             ctx = Context(config, target, state)
             yield cls(config, target, state, ctx, warnings)
 
@@ -75,18 +88,26 @@ class Session:
         meta = state.meta()
         if target_name == "local":
             info = emulator.status(state_dir)
-            target = Target("local", config.region, info.endpoint if info else None,
-                            info.instance_id if info else None)
-            doc["emulator"] = {"running": info is not None,
-                               "endpoint": info.endpoint if info else None,
-                               "pid": info.pid if info else None}
+            target = Target(
+                "local",
+                config.region,
+                info.endpoint if info else None,
+                info.instance_id if info else None,
+            )
+            doc["emulator"] = {
+                "running": info is not None,
+                "endpoint": info.endpoint if info else None,
+                "pid": info.pid if info else None,
+            }
         else:
             target, info = aws_target(config), None
         doc["target"] = {"name": target.name, "region": target.region, "endpoint": target.endpoint}
         doc["warnings"] = check_state_target(state, target)
         if target.is_local and info is None:
-            doc["warnings"].append("the local emulator is not running, so nothing of the lab "
-                                   "exists; `msctl up` starts it and builds the lab")
+            doc["warnings"].append(
+                "the local emulator is not running, so nothing of the lab "
+                "exists; `msctl up` starts it and builds the lab"
+            )
             result = None
         else:
             ctx = Context(config, target, state)
@@ -102,16 +123,24 @@ class Session:
                 "status": str(shown),
                 "reason": (res.reason if res else "emulator not running"),
                 "recorded_status": recorded,
-                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail}
-                           for c in (res.checks if res else [])],
+                "checks": [
+                    {"name": c.name, "ok": c.ok, "detail": c.detail}
+                    for c in (res.checks if res else [])
+                ],
                 "error": res.error if res else None,
                 "resources": state.resources(name),
                 "outputs": state.outputs(name),
             }
         shown = [Status(step["status"]) for step in doc["steps"].values()]
         doc["built"] = state.exists() and Status.ABSENT not in shown
-        doc["ok"] = result is not None and not doc["warnings"] and all(
-            s in (Status.COMPLETE, Status.NOCHANGE, Status.UNSUPPORTED, Status.ABSENT) for s in shown)
+        doc["ok"] = (
+            result is not None
+            and not doc["warnings"]
+            and all(
+                s in (Status.COMPLETE, Status.NOCHANGE, Status.UNSUPPORTED, Status.ABSENT)
+                for s in shown
+            )
+        )
         return doc
 
 
@@ -132,8 +161,10 @@ def resolve_target(config: LabConfig, name: str, state_dir: Path, console: Conso
         except emulator.EmulatorError as exc:
             raise SessionError(str(exc)) from None
         if started:
-            console.print(f"started the local emulator at {info.endpoint} (pid {info.pid}); "
-                          "`msctl local stop` ends it")
+            console.print(
+                f"started the local emulator at {info.endpoint} (pid {info.pid}); "
+                "`msctl local stop` ends it"
+            )
         return Target("local", config.region, info.endpoint, info.instance_id)
     target = aws_target(config)
     zones = {s.az for s in (*config.vpc.public_subnets, *config.vpc.private_subnets)}
@@ -141,12 +172,15 @@ def resolve_target(config: LabConfig, name: str, state_dir: Path, console: Conso
     if wrong:
         raise SessionError(
             f"the subnets' availability zones ({', '.join(wrong)}) are not in region "
-            f"{target.region}; set the zones with --set or use AWS_REGION={config.region}")
+            f"{target.region}; set the zones with --set or use AWS_REGION={config.region}"
+        )
     try:
         make_session(target).client("sts", endpoint_url=target.endpoint).get_caller_identity()
     except NoCredentialsError:
-        raise SessionError("no AWS credentials found: set AWS_PROFILE or run `aws configure` "
-                           "(or use the default local target)") from None
+        raise SessionError(
+            "no AWS credentials found: set AWS_PROFILE or run `aws configure` "
+            "(or use the default local target)"
+        ) from None
     except (ClientError, BotoCoreError) as exc:
         raise SessionError(f"AWS credentials don't work: {exc}") from None
     return target
@@ -160,11 +194,16 @@ def check_state_target(state: StateStore, target: Target) -> list[str]:
     if meta.get("target") != target.name:
         raise SessionError(
             f"the state in {state.path} is for target {meta.get('target')!r}, not "
-            f"{target.name!r}; use --target {meta.get('target')} or another --state-dir")
+            f"{target.name!r}; use --target {meta.get('target')} or another --state-dir"
+        )
     if target.is_local and meta.get("emulator_id") and meta["emulator_id"] != target.emulator_id:
-        return ["the emulator this lab was built on is gone (stopped or restarted), and the lab "
-                "with it; `msctl up` rebuilds it"]
+        return [
+            "the emulator this lab was built on is gone (stopped or restarted), and the lab "
+            "with it; `msctl up` rebuilds it"
+        ]
     if not target.is_local and meta.get("endpoint") != target.endpoint:
-        return [f"the lab was built on endpoint {meta.get('endpoint') or 'AWS'}, now using "
-                f"{target.endpoint or 'AWS'}"]
+        return [
+            f"the lab was built on endpoint {meta.get('endpoint') or 'AWS'}, now using "
+            f"{target.endpoint or 'AWS'}"
+        ]
     return []

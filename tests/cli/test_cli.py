@@ -47,7 +47,9 @@ def test_every_command_has_help_with_an_example(runner):
 def test_missing_config_is_a_usage_error(runner, tmp_path):
     result = runner.invoke(main, ["plan", "-c", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"Error: config file {tmp_path / 'nope.yaml'} not found (pass -c/--config PATH)"]
+    assert result.output.strip().splitlines() == [
+        f"Error: config file {tmp_path / 'nope.yaml'} not found (pass -c/--config PATH)"
+    ]
 
 
 def test_yaml_syntax_error_names_the_line(runner, tmp_path):
@@ -61,18 +63,27 @@ def test_yaml_syntax_error_names_the_line(runner, tmp_path):
 
 
 def test_unknown_key_names_path_and_line(runner, config_file):
-    text = config_file.read_text().replace("  nat_gateway: microservices-nat", "  nat_gateway: microservices-nat\n  nat_gatway: typo")
+    text = config_file.read_text().replace(
+        "  nat_gateway: microservices-nat", "  nat_gateway: microservices-nat\n  nat_gatway: typo"
+    )
     config_file.write_text(text)
     result = runner.invoke(main, ["plan", "-c", str(config_file)])
     assert result.exit_code == 2
-    line = next(i for i, text in enumerate(config_file.read_text().splitlines(), 1) if "nat_gatway" in text)
+    line = next(
+        i for i, text in enumerate(config_file.read_text().splitlines(), 1) if "nat_gatway" in text
+    )
     assert f"Error: {config_file}:{line}: vpc.nat_gatway: unknown key" in result.output
 
 
 def test_bad_set_value_is_reported_against_the_flag(runner, config_file):
-    result = runner.invoke(main, ["plan", "-c", str(config_file), "--set", "rds.allocated_storage=lots"])
+    result = runner.invoke(
+        main, ["plan", "-c", str(config_file), "--set", "rds.allocated_storage=lots"]
+    )
     assert result.exit_code == 2
-    assert "Error: --set rds.allocated_storage: rds.allocated_storage: Input should be a valid integer" in result.output
+    assert (
+        "Error: --set rds.allocated_storage: rds.allocated_storage: Input should be a valid integer"
+        in result.output
+    )
 
 
 def test_bad_set_syntax(runner, config_file):
@@ -82,8 +93,10 @@ def test_bad_set_syntax(runner, config_file):
 
 
 def test_unknown_only_step(runner, config_file, tmp_path):
-    result = runner.invoke(main, ["plan", "-c", str(config_file), "--only", "vpc,nope",
-                                  "--state-dir", str(tmp_path / "s")])
+    result = runner.invoke(
+        main,
+        ["plan", "-c", str(config_file), "--only", "vpc,nope", "--state-dir", str(tmp_path / "s")],
+    )
     assert result.exit_code == 2
     assert "Error: --only: unknown step 'nope'" in result.output
 
@@ -93,33 +106,45 @@ def test_bad_option_value_is_usage_error(runner):
     assert result.exit_code == 2
 
 
-def test_aws_target_without_credentials_is_a_clear_error(runner, config_file, monkeypatch, tmp_path):
+def test_aws_target_without_credentials_is_a_clear_error(
+    runner, config_file, monkeypatch, tmp_path
+):
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    result = runner.invoke(main, ["plan", "-c", str(config_file), "--target", "aws",
-                                  "--state-dir", str(tmp_path / "s")])
+    result = runner.invoke(
+        main,
+        ["plan", "-c", str(config_file), "--target", "aws", "--state-dir", str(tmp_path / "s")],
+    )
     assert result.exit_code == 2
     assert "Error: no AWS credentials found" in result.output
 
 
 def test_aws_region_must_match_the_zones(runner, config_file, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
-    result = runner.invoke(main, ["plan", "-c", str(config_file), "--target", "aws",
-                                  "--state-dir", str(tmp_path / "s")])
+    result = runner.invoke(
+        main,
+        ["plan", "-c", str(config_file), "--target", "aws", "--state-dir", str(tmp_path / "s")],
+    )
     assert result.exit_code == 2
     assert "are not in region eu-west-1" in result.output
 
 
-def test_up_on_aws_refuses_without_confirmation_when_not_interactive(runner, config_file, monkeypatch, tmp_path):
+def test_up_on_aws_refuses_without_confirmation_when_not_interactive(
+    runner, config_file, monkeypatch, tmp_path
+):
     from msctl import session
 
-    monkeypatch.setattr(session, "resolve_target",
-                        lambda config, name, state_dir, console: session.Target("aws", "us-east-1", None))
-    result = runner.invoke(main, ["up", "-c", str(config_file), "--target", "aws",
-                                  "--state-dir", str(tmp_path / "s")])
+    monkeypatch.setattr(
+        session,
+        "resolve_target",
+        lambda config, name, state_dir, console: session.Target("aws", "us-east-1", None),
+    )
+    result = runner.invoke(
+        main, ["up", "-c", str(config_file), "--target", "aws", "--state-dir", str(tmp_path / "s")]
+    )
     assert result.exit_code == 2
     assert "NAT gateway" in result.output and "USD/hour" in result.output
     assert "pass --yes to confirm" in result.output
@@ -138,11 +163,13 @@ def test_plan_up_status_down_on_the_local_target(runner, local_lab):
     args, state_dir = local_lab
     plan = runner.invoke(main, ["plan", *args, "--only", "sg", "--output", "json"])
     assert plan.exit_code == 0, plan.output
-    doc = json.loads(plan.output[plan.output.index("{"):])
+    doc = json.loads(plan.output[plan.output.index("{") :])
     assert set(doc["steps"]) == {"vpc", "sg"}
     assert {c["action"] for c in doc["steps"]["sg"]["changes"]} == {"create"}
-    assert not (state_dir / "microservices.json").exists() or \
-        json.loads((state_dir / "microservices.json").read_text())["body"]["steps"] == {}
+    assert (
+        not (state_dir / "microservices.json").exists()
+        or json.loads((state_dir / "microservices.json").read_text())["body"]["steps"] == {}
+    )
 
     up = runner.invoke(main, ["up", *args, "--only", "sg"])
     assert up.exit_code == 0, up.output
@@ -190,3 +217,25 @@ def test_failed_step_exits_1_and_names_it(runner, local_lab, monkeypatch):
     assert result.exit_code == 1
     assert "Error: step sg failed: DescribeSecurityGroups: InvalidGroup.NotFound" in result.output
     assert "vpc" in result.output and "complete" in result.output
+
+
+def test_status_notices_a_restarted_emulator_and_up_rebuilds(runner, local_lab):
+    args, state_dir = local_lab
+    assert runner.invoke(main, ["up", *args, "--only", "vpc"]).exit_code == 0
+    runner.invoke(main, ["local", "stop", "--state-dir", str(state_dir)])
+
+    gone = runner.invoke(main, ["status", *args])
+    assert gone.exit_code == 1
+    assert "emulator is not running" in gone.output
+
+    assert runner.invoke(main, ["local", "start", "--state-dir", str(state_dir)]).exit_code == 0
+    restarted = runner.invoke(main, ["status", *args, "--output", "json"])
+    assert restarted.exit_code == 1
+    doc = json.loads(restarted.output)
+    assert any("emulator this lab was built on is gone" in w for w in doc["warnings"])
+
+    rebuilt = runner.invoke(main, ["up", *args, "--only", "vpc"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "create vpc microservices-vpc" in rebuilt.output
+    after = json.loads(runner.invoke(main, ["status", *args, "--output", "json"]).output)
+    assert after["warnings"] == [] and after["steps"]["vpc"]["status"] == "nochange"

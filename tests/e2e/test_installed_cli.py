@@ -31,8 +31,10 @@ def test_up_status_down_stop(tmp_path):
         assert doc["target"]["name"] == "local"
         assert doc["steps"]["sg"]["status"] == "nochange"
         assert set(doc["steps"]["sg"]["resources"]) == {
-            "security-group:microservices-alb-sg", "security-group:microservices-ecs-sg",
-            "security-group:microservices-rds-sg"}
+            "security-group:microservices-alb-sg",
+            "security-group:microservices-ecs-sg",
+            "security-group:microservices-rds-sg",
+        }
 
         down = msctl(tmp_path, "down")
         assert down.returncode == 0, down.stdout + down.stderr

@@ -87,7 +87,16 @@ def install_steps(lab) -> None:
 
 
 @pytest.fixture
-def iam_lab(lab):
+def iam_lab(lab, monkeypatch):
+    # AWS managed policies cost moto ~2 s per test to load and reset; only the tests that
+    # attach one by hand load them (managed_lab).
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "false")
+    install_steps(lab)
+    return lab
+
+
+@pytest.fixture
+def managed_lab(lab):
     install_steps(lab)
     return lab
 
@@ -188,7 +197,9 @@ def test_iam_policies_grant_only_the_labs_resources(iam_lab):
 
     lam = granted[cfg.iam.lambda_role]
     assert "logs:CreateLogGroup" not in lam
-    assert not any(a.startswith("iam:") or a.startswith("sts:") for r in granted for a in granted[r])
+    assert not any(
+        a.startswith("iam:") or a.startswith("sts:") for r in granted for a in granted[r]
+    )
     for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"):
         assert lam[action] == tables
     assert lam["dynamodb:DeleteItem"] == tables and lam["dynamodb:Scan"] == tables
@@ -218,18 +229,17 @@ def test_iam_policies_grant_only_the_labs_resources(iam_lab):
     }
 
 
-def test_iam_detaches_full_access_and_removes_extra_policies(iam_lab):
+def test_iam_detaches_full_access_removes_extra_policies_and_destroys(managed_lab):
+    iam_lab = managed_lab
     iam_lab.run("apply", ["iam"])
     role = iam_lab.config.iam.lambda_role
     iam = iam_client()
     iam.attach_role_policy(RoleName=role, PolicyArn=FULL_ACCESS)
-    iam.put_role_policy(
-        RoleName=role,
-        PolicyName="hand-made",
-        PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        ),
-    )
+    hand_made = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }
+    iam.put_role_policy(RoleName=role, PolicyName="hand-made", PolicyDocument=json.dumps(hand_made))
     plan = iam_lab.run("plan", ["iam"])
     assert [(c.action, c.kind, c.name) for c in iam_lab.changes(plan, "iam")] == [
         ("delete", "role-policy", f"{role} hand-made"),
@@ -244,6 +254,14 @@ def test_iam_detaches_full_access_and_removes_extra_policies(iam_lab):
     assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
     assert list(inline(role)) == [POLICY_NAME]
     assert iam_lab.changes(iam_lab.run("plan", ["iam"]), "iam") == []
+
+    # AWS refuses to delete a role that has policies: destroy removes them first.
+    for name in role_names(iam_lab.config):
+        iam.attach_role_policy(RoleName=name, PolicyArn=FULL_ACCESS)
+    iam.put_role_policy(RoleName=role, PolicyName="again", PolicyDocument=json.dumps(hand_made))
+    iam_lab.run("destroy", ["iam"])
+    left = {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    assert left.isdisjoint(role_names(iam_lab.config))
 
 
 def test_iam_repairs_trust_and_a_widened_policy(iam_lab):
@@ -267,16 +285,6 @@ def test_iam_repairs_trust_and_a_widened_policy(iam_lab):
     assert iam_lab.changes(iam_lab.run("plan", ["iam"]), "iam") == []
     trust = iam.get_role(RoleName=cfg.iam.task_role)["Role"]["AssumeRolePolicyDocument"]
     assert statements(trust)[0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
-
-
-def test_iam_destroy_removes_roles_with_policies_attached_by_hand(iam_lab):
-    iam_lab.run("apply", ["iam"])
-    iam = iam_client()
-    for role in role_names(iam_lab.config):
-        iam.attach_role_policy(RoleName=role, PolicyArn=FULL_ACCESS)
-    iam_lab.run("destroy", ["iam"])
-    left = {r["RoleName"] for r in iam.list_roles()["Roles"]}
-    assert left.isdisjoint(role_names(iam_lab.config))
 
 
 def test_policy_builders_and_normalize():

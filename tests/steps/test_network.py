@@ -183,3 +183,30 @@ def test_vpc_repairs_a_missing_association_and_adopts_without_state(lab):
     lab.run("apply", ["vpc"])
     assert lab.state.outputs("vpc")["public_route_table_id"] == rt_id
     assert lab.changes(lab.run("plan", ["vpc"]), "vpc") == []
+
+
+def test_interrupted_create_resumes_without_a_duplicate(lab):
+    """The process died after CreateVpc succeeded but before the state recorded it."""
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    lab.state.journal_intent("vpc", "vpc:microservices-vpc", "create")
+    tags = [{"Key": k, "Value": v} for k, v in lab.ctx.tags("vpc", "microservices-vpc").items()]
+    orphan = ec2.create_vpc(
+        CidrBlock="10.0.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}]
+    )["Vpc"]["VpcId"]
+    lab.run("apply", ["vpc"])
+    assert lab.state.outputs("vpc")["vpc_id"] == orphan
+    assert tagged_ec2(lab.config.lab)["vpc"] == 1
+    assert lab.state.open_intents("vpc") == []
+    notes = [e.message for e in lab.events if e.kind == "note"]
+    assert any("interrupted while creating vpc:microservices-vpc" in n for n in notes)
+
+
+def test_two_tagged_copies_are_an_error_not_a_guess(lab):
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    tags = [{"Key": k, "Value": v} for k, v in lab.ctx.tags("vpc", "microservices-vpc").items()]
+    for _ in range(2):
+        ec2.create_vpc(
+            CidrBlock="10.0.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}]
+        )
+    result = lab.run("apply", ["vpc"], expect_ok=False)
+    assert "found 2 VPCs named microservices-vpc tagged for this lab" in result.results["vpc"].error

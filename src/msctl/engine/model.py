@@ -47,7 +47,7 @@ class Status(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # a dependency failed, or not selected
     UNSUPPORTED = "unsupported"  # the target can't do this (e.g. X-Ray on the local emulator)
-    ABSENT = "absent"            # status: nothing of this step exists (never built, or removed)
+    ABSENT = "absent"  # status: nothing of this step exists (never built, or removed)
 
 
 @dataclass

@@ -82,7 +82,17 @@ class Step:
 
     def _reconcile(self, ctx: Context, dry_run: bool) -> tuple[dict, list[Change]]:
         run = StepRun(ctx, self.name, dry_run=dry_run)
+        interrupted = [] if dry_run else ctx.state.open_intents(self.name)
+        for intent in interrupted:
+            run.emit(
+                "note",
+                f"an earlier run was interrupted while creating {intent['logical']}; "
+                "looking it up by its tags before creating anything",
+            )
         outputs = self.reconcile(run) or {}
+        # Every resource was found or created by now: the old intents are settled.
+        for intent in interrupted:
+            ctx.state.journal_done(intent["id"])
         return outputs, run.changes
 
     def destroy(self, ctx: Context, dry_run: bool = False) -> list[Change]:

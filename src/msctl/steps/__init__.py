@@ -6,6 +6,8 @@ from ..engine.step import Step
 from .alb import AlbStep
 from .dynamodb import DynamoDbStep
 from .ecr import EcrStep
+from .iam import IamStep
+from .lambda_ import LambdaStep
 from .nat import NatStep
 from .rds import RdsStep
 from .s3 import S3Step
@@ -19,6 +21,8 @@ STEP_CLASSES: tuple[type[Step], ...] = (
     DynamoDbStep,
     S3Step,
     RdsStep,
+    IamStep,
+    LambdaStep,
     EcrStep,
     AlbStep,
 )

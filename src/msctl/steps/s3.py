@@ -21,6 +21,7 @@ import base64
 import hashlib
 import mimetypes
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class S3Step(Step):
         sync_site(run, bucket, site, new=found is None)
         return {
             "bucket": bucket_name,
-            "bucket_arn": bucket_arn(bucket_name),
+            "bucket_arn": bucket_arn(bucket_name, region),
             "bucket_regional_domain": f"{bucket_name}.s3.{region}.amazonaws.com",
         }
 
@@ -109,8 +110,15 @@ class S3Step(Step):
 # ---------------------------------------------------------------- naming and lookup
 
 
+_ACCOUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def account_id(run: StepRun) -> str:
-    return run.clients.sts.get_caller_identity()["Account"]
+    """The account the credentials belong to, asked once per run of msctl (per Context)."""
+    account = _ACCOUNTS.get(run.ctx)
+    if account is None:
+        account = _ACCOUNTS[run.ctx] = run.clients.sts.get_caller_identity()["Account"]
+    return account
 
 
 def derived_name(run: StepRun) -> str:
@@ -120,8 +128,14 @@ def derived_name(run: StepRun) -> str:
     return f"{run.config.s3.bucket_prefix}-{hashlib.sha256(seed.encode()).hexdigest()[:8]}"
 
 
-def bucket_arn(name: str) -> str:
-    return f"arn:aws:s3:::{name}"
+def bucket_arn(name: str, region: str = DEFAULT_REGION) -> str:
+    if region.startswith("cn-"):
+        partition = "aws-cn"
+    elif region.startswith("us-gov-"):
+        partition = "aws-us-gov"
+    else:
+        partition = "aws"
+    return f"arn:{partition}:s3:::{name}"
 
 
 def bucket_tags(s3, name: str) -> dict[str, str] | None:
@@ -172,7 +186,9 @@ def find_bucket(run: StepRun, derived: str) -> Resource | None:
                 continue
             tags = bucket_tags(s3, name)
             if tags and tags.get(LAB) == lab and tags.get(NAME) == cfg.bucket_prefix:
-                tagged.append({"Name": name, "Arn": bucket_arn(name), "Tags": tags})
+                tagged.append(
+                    {"Name": name, "Arn": bucket_arn(name, run.clients.region), "Tags": tags}
+                )
     found = only_one(tagged, f"buckets named {cfg.bucket_prefix}")
     if found:
         return found
@@ -183,7 +199,11 @@ def find_bucket(run: StepRun, derived: str) -> Resource | None:
     ]
     for name in dict.fromkeys([*recorded, derived]):
         if bucket_exists(s3, name):
-            return {"Name": name, "Arn": bucket_arn(name), "Tags": bucket_tags(s3, name) or {}}
+            return {
+                "Name": name,
+                "Arn": bucket_arn(name, run.clients.region),
+                "Tags": bucket_tags(s3, name) or {},
+            }
     return None
 
 
@@ -204,12 +224,16 @@ def create_bucket(run: StepRun, name: str) -> Resource:
             CreateBucketConfiguration=configuration,
         )
     except ClientError as exc:
-        if is_code(exc, "BucketAlreadyExists"):
+        # Already ours (a create that answered too late): carry on and tag it below.
+        if is_code(exc, "BucketAlreadyOwnedByYou"):
+            pass
+        elif is_code(exc, "BucketAlreadyExists"):
             raise StepError(
                 f"bucket name {name} is already taken by another AWS account",
                 hint="choose another s3.bucket_prefix in config/lab.yaml",
             ) from exc
-        raise
+        else:
+            raise
     # Tags go in with CreateBucket; an endpoint that ignores them there (the local emulator
     # does) gets them at once, before anything else. The read also waits out the short time
     # a new bucket may answer NoSuchBucket.
@@ -221,7 +245,7 @@ def create_bucket(run: StepRun, name: str) -> Resource:
     if any(current.get(k) != v for k, v in tags.items()):
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": as_list({**current, **tags})})
         current = {**current, **tags}
-    return {"Name": name, "Arn": bucket_arn(name), "Tags": current}
+    return {"Name": name, "Arn": bucket_arn(name, run.clients.region), "Tags": current}
 
 
 def _tags_or_raise(s3, name: str) -> dict[str, str]:

@@ -1,0 +1,246 @@
+"""xray: an X-Ray group that selects the lab's traces, and a sampling rule (seed 7.2).
+
+Tracing itself is switched on where the traces start: the lambda, apigw and ecs steps.
+This step adds the group (a named filter for the service map, traces and per-group metrics)
+and a sampling rule for the API paths.
+
+The group's filter expression selects every trace that passes through one of the lab's
+services: `service("<api>/<stage>")`, the node API Gateway reports for the stage (every
+request from CloudFront, including the ECS products/orders calls through the ALB, enters
+there), or `service("<function>")` for each Lambda function (so direct invocations count too).
+`service(name)` matches a trace when any node in it has that name; names are quoted exactly,
+since X-Ray's filter language documents no wildcards in service names.
+
+The local emulator (moto) doesn't implement X-Ray's group and sampling-rule calls: it answers
+them with a bare HTTP 404. On the local target that answer becomes NotSupported, so the step
+is reported `unsupported`, never as a success; on AWS every error is a real failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..aws.tags import LAB, as_dict, as_list
+from ..engine.step import Fix, NotSupported, Resource, Step, StepError, StepRun, only_one
+
+RULE_NAME_MAX = 32
+RULE_SETTINGS = {
+    "ReservoirSize": 1,
+    "Priority": 9000,
+    "ServiceName": "*",
+    "ServiceType": "*",
+    "Host": "*",
+    "HTTPMethod": "*",
+    "ResourceARN": "*",
+}
+RULE_VERSION = 1
+URL_PATH = "/api/*"  # the API paths CloudFront forwards (cloudfront.api_path_pattern)
+UNSUPPORTED = "X-Ray groups and sampling rules are not implemented by the local emulator"
+
+
+class XrayStep(Step):
+    name = "xray"
+    requires = ()
+    services = ("xray",)
+    description = "X-Ray group for the lab's traces and a sampling rule"
+
+    def reconcile(self, run: StepRun) -> dict:
+        try:
+            return self._reconcile(run)
+        except ClientError as exc:
+            if emulator_lacks(run, exc):
+                raise NotSupported(UNSUPPORTED) from exc
+            raise
+
+    def _reconcile(self, run: StepRun) -> dict:
+        cfg = run.config.xray
+        xray = run.clients.xray
+        lab = run.ctx.lab
+        expression = filter_expression(run.config)
+        group_arn = run.ensure(
+            "xray-group",
+            cfg.group,
+            id_key="GroupARN",
+            arn_key="GroupARN",
+            find=lambda: find_group(xray, lab, cfg.group),
+            create=lambda: xray.create_group(
+                GroupName=cfg.group,
+                FilterExpression=expression,
+                Tags=as_list(run.tags(cfg.group)),
+            )["Group"],
+            fixes=lambda group: _group_fixes(xray, group, expression),
+        )
+        rule = sampling_rule(run.config)
+        run.ensure(
+            "sampling-rule",
+            rule["RuleName"],
+            id_key="RuleName",
+            arn_key="RuleARN",
+            find=lambda: find_rule(xray, lab, rule["RuleName"]),
+            create=lambda: _create_rule(run, rule),
+            fixes=lambda found: _rule_fixes(run, found, rule),
+        )
+        return {"group_arn": group_arn, "sampling_rule": rule["RuleName"]}
+
+    def teardown(self, run: StepRun) -> None:
+        cfg = run.config.xray
+        xray = run.clients.xray
+        lab = run.ctx.lab
+        rule_name = sampling_rule(run.config)["RuleName"]
+        try:
+            run.remove(
+                "sampling-rule",
+                rule_name,
+                find=lambda: find_rule(xray, lab, rule_name, on_foreign=run),
+                delete=lambda _rule: xray.delete_sampling_rule(RuleName=rule_name),
+            )
+            run.remove(
+                "xray-group",
+                cfg.group,
+                find=lambda: find_group(xray, lab, cfg.group, on_foreign=run),
+                delete=lambda group: xray.delete_group(GroupARN=group["GroupARN"]),
+            )
+        except ClientError as exc:
+            if not emulator_lacks(run, exc):
+                raise
+            # Nothing can have been created where the calls don't exist: nothing to remove.
+            run.emit("note", f"{UNSUPPORTED}: nothing to remove")
+
+
+# ---------------------------------------------------------------- what the config asks for
+
+
+def filter_expression(config) -> str:
+    """Traces through the lab's API stage or any of its Lambda functions."""
+    names = [f"{config.apigw.name}/{config.apigw.stage}"]
+    names += sorted(f.name for f in config.lambda_.functions.values())
+    return " OR ".join(f'service("{_quote(name)}")' for name in names)
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def rule_name(lab: str) -> str:
+    """`<lab>-sampling`, shortened to X-Ray's 32-character limit for long lab names."""
+    suffix = "-sampling"
+    return f"{lab[: RULE_NAME_MAX - len(suffix)]}{suffix}"
+
+
+def sampling_rule(config) -> dict[str, Any]:
+    return {
+        "RuleName": rule_name(config.lab),
+        "FixedRate": config.xray.sampling_rate,
+        "URLPath": URL_PATH,
+        **RULE_SETTINGS,
+        "Version": RULE_VERSION,
+    }
+
+
+# ---------------------------------------------------------------- emulator gaps
+
+
+def emulator_lacks(run: StepRun, exc: ClientError) -> bool:
+    """The local emulator's answer for an X-Ray call it doesn't implement: HTTP 404 with no
+    X-Ray error code (moto answers "404"/"Not yet implemented" in-process, an HTML 404 page
+    as a server). X-Ray's own errors always carry a code (InvalidRequestException, ...)."""
+    if not run.ctx.target.is_local:
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = exc.response.get("Error", {}).get("Code")
+    return status == 404 and code in ("404", "NotFound", "Not Found", "NotImplemented")
+
+
+# ---------------------------------------------------------------- lookups
+
+
+def _pages(call: Callable[..., dict], key: str) -> list[dict]:
+    items: list[dict] = []
+    token = None
+    while True:
+        page = call(**({"NextToken": token} if token else {}))
+        items += page.get(key, [])
+        token = page.get("NextToken")
+        if not token:
+            return items
+
+
+def _owned(
+    xray, lab: str, kind: str, name: str, resource: Resource, arn: str, on_foreign: StepRun | None
+) -> Resource | None:
+    """Someone else's same-named group or rule is an error when reconciling (never adopted)
+    and left alone, with a note, when destroying."""
+    tags = as_dict(_pages(lambda **kw: xray.list_tags_for_resource(ResourceARN=arn, **kw), "Tags"))
+    if tags.get(LAB) == lab:
+        return resource
+    if on_foreign is not None:
+        on_foreign.emit("note", f"{kind} {name} is not tagged {LAB}={lab}: left alone")
+        return None
+    raise StepError(
+        f"an {kind} named {name} exists but isn't this lab's (tag {LAB} is "
+        f"{tags.get(LAB)!r}, expected {lab!r})",
+        hint="msctl doesn't adopt resources it didn't create: delete or rename it, or change "
+        "the xray section of the config",
+    )
+
+
+def find_group(xray, lab: str, name: str, on_foreign: StepRun | None = None) -> Resource | None:
+    groups = [g for g in _pages(xray.get_groups, "Groups") if g.get("GroupName") == name]
+    group = only_one(groups, f"X-Ray groups named {name}")
+    if group is None:
+        return None
+    return _owned(xray, lab, "X-Ray group", name, group, group["GroupARN"], on_foreign)
+
+
+def find_rule(xray, lab: str, name: str, on_foreign: StepRun | None = None) -> Resource | None:
+    records = _pages(xray.get_sampling_rules, "SamplingRuleRecords")
+    rules = [r["SamplingRule"] for r in records if r["SamplingRule"].get("RuleName") == name]
+    rule = only_one(rules, f"X-Ray sampling rules named {name}")
+    if rule is None:
+        return None
+    return _owned(xray, lab, "X-Ray sampling rule", name, rule, rule["RuleARN"], on_foreign)
+
+
+# ---------------------------------------------------------------- create and fix
+
+
+def _group_fixes(xray, group: Resource, expression: str) -> list[Fix]:
+    if group.get("FilterExpression") == expression:
+        return []
+    return [
+        Fix(
+            "filter expression",
+            lambda: xray.update_group(GroupARN=group["GroupARN"], FilterExpression=expression),
+        )
+    ]
+
+
+def _create_rule(run: StepRun, rule: dict[str, Any]) -> Resource:
+    created = run.clients.xray.create_sampling_rule(
+        SamplingRule=rule, Tags=as_list(run.tags(rule["RuleName"]))
+    )
+    return created["SamplingRuleRecord"]["SamplingRule"]
+
+
+def _rule_fixes(run: StepRun, found: Resource, rule: dict[str, Any]) -> list[Fix]:
+    xray = run.clients.xray
+    differs = [k for k, v in rule.items() if k != "Version" and found.get(k) != v]
+    if found.get("Version") != rule["Version"]:
+        # Version can't be updated in place; a sampling rule holds no data: recreate it.
+        def recreate():
+            xray.delete_sampling_rule(RuleName=rule["RuleName"])
+            _create_rule(run, rule)
+
+        return [Fix(f"version {found.get('Version')} -> {rule['Version']}", recreate, "replace")]
+    if not differs:
+        return []
+    update = {k: rule[k] for k in rule if k != "Version"}
+    return [
+        Fix(
+            ", ".join(f"{k} {found.get(k)!r} -> {rule[k]!r}" for k in differs),
+            lambda: xray.update_sampling_rule(SamplingRuleUpdate=update),
+        )
+    ]

@@ -1,0 +1,247 @@
+"""alb against moto: the load balancer, target groups, listeners and rules as AWS reports
+them, drift repair of rules, the optional HTTPS listener, and foreign resources."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from msctl.engine.model import Status
+
+from .conftest import assert_lifecycle
+
+ALB = "microservices-alb"
+PRODUCTS_TG = "microservices-products-tg"
+ORDERS_TG = "microservices-orders-tg"
+NOT_FOUND = {
+    "Type": "fixed-response",
+    "FixedResponseConfig": {
+        "StatusCode": "404",
+        "ContentType": "application/json",
+        "MessageBody": '{"error":"Not Found"}',
+    },
+}
+
+
+@pytest.fixture
+def aws(aws, monkeypatch):
+    """The ALB needs no AWS-managed IAM policies: not loading them saves ~2 s per test."""
+    monkeypatch.delenv("MOTO_IAM_LOAD_MANAGED_POLICIES")
+    yield
+
+
+@pytest.fixture
+def elb():
+    return boto3.client("elbv2", region_name="us-east-1")
+
+
+def reconfigure(lab, config) -> None:
+    lab.config = config
+    lab.ctx.config = config
+
+
+def with_certificate(lab_config, arn: str | None):
+    return lab_config.model_copy(
+        update={"alb": lab_config.alb.model_copy(update={"certificate_arn": arn})}
+    )
+
+
+def routes(elb, listener_arn: str) -> dict[str, tuple[str, list[str]]]:
+    """{priority: (target group name, path patterns)} of a listener's non-default rules."""
+    names = {
+        tg["TargetGroupArn"]: tg["TargetGroupName"]
+        for tg in elb.describe_target_groups()["TargetGroups"]
+    }
+    result = {}
+    for rule in elb.describe_rules(ListenerArn=listener_arn)["Rules"]:
+        if rule["IsDefault"]:
+            continue
+        (action,) = rule["Actions"]
+        assert action["Type"] == "forward"
+        (condition,) = rule["Conditions"]
+        assert condition["Field"] == "path-pattern"
+        patterns = condition.get("PathPatternConfig", {}).get("Values") or condition["Values"]
+        result[rule["Priority"]] = (names[action["TargetGroupArn"]], patterns)
+    return result
+
+
+def default_actions(elb, listener_arn: str) -> list[dict]:
+    (listener,) = elb.describe_listeners(ListenerArns=[listener_arn])["Listeners"]
+    return [
+        {k: v for k, v in a.items() if k in ("Type", "FixedResponseConfig")}
+        for a in listener["DefaultActions"]
+    ]
+
+
+def test_alb_lifecycle(lab, elb):
+    outputs = assert_lifecycle(
+        lab,
+        "alb",
+        {
+            ("load-balancer", ALB),
+            ("target-group", PRODUCTS_TG),
+            ("target-group", ORDERS_TG),
+            ("listener", f"{ALB}:80"),
+        },
+    )
+    assert set(outputs["target_group_arns"]) == {"products", "orders"}
+    assert outputs["dns_name"] and outputs["https_listener_arn"] is None
+    assert elb.describe_load_balancers()["LoadBalancers"] == []
+    assert elb.describe_target_groups()["TargetGroups"] == []
+
+
+def test_alb_matches_the_seed(lab, elb):
+    lab.run("apply", ["alb"])
+    out = lab.state.outputs("alb")
+    net = lab.state.outputs("vpc")
+    alb_sg = lab.state.outputs("sg")["group_ids"]["microservices-alb-sg"]
+
+    (lb,) = elb.describe_load_balancers(Names=[ALB])["LoadBalancers"]
+    assert lb["LoadBalancerArn"] == out["arn"] and lb["DNSName"] == out["dns_name"]
+    assert (lb["Scheme"], lb["Type"], lb["IpAddressType"]) == (
+        "internet-facing",
+        "application",
+        "ipv4",
+    )
+    assert lb["State"]["Code"] == "active"
+    assert {az["SubnetId"] for az in lb["AvailabilityZones"]} == set(net["public_subnet_ids"])
+    assert lb["SecurityGroups"] == [alb_sg]
+    tags = {
+        t["Key"]: t["Value"]
+        for t in elb.describe_tags(ResourceArns=[lb["LoadBalancerArn"]])["TagDescriptions"][0][
+            "Tags"
+        ]
+    }
+    assert tags["msctl:lab"] == "microservices" and tags["msctl:step"] == "alb"
+
+    for service, name in (("products", PRODUCTS_TG), ("orders", ORDERS_TG)):
+        (tg,) = elb.describe_target_groups(Names=[name])["TargetGroups"]
+        assert tg["TargetGroupArn"] == out["target_group_arns"][service]
+        assert (tg["Protocol"], tg["Port"], tg["TargetType"], tg["VpcId"]) == (
+            "HTTP",
+            8080,
+            "ip",
+            net["vpc_id"],
+        )
+        assert tg["HealthCheckPath"] == "/health"
+        assert tg["Matcher"]["HttpCode"] == "200"
+        attributes = elb.describe_target_group_attributes(TargetGroupArn=tg["TargetGroupArn"])
+        delay = {a["Key"]: a["Value"] for a in attributes["Attributes"]}[
+            "deregistration_delay.timeout_seconds"
+        ]
+        assert delay == "10"
+
+    (listener,) = elb.describe_listeners(LoadBalancerArn=out["arn"])["Listeners"]
+    assert listener["ListenerArn"] == out["listener_arn"]
+    assert (listener["Protocol"], listener["Port"]) == ("HTTP", 80)
+    assert default_actions(elb, out["listener_arn"]) == [NOT_FOUND]
+    assert json.loads(NOT_FOUND["FixedResponseConfig"]["MessageBody"]) == {"error": "Not Found"}
+    assert routes(elb, out["listener_arn"]) == {
+        "10": (PRODUCTS_TG, ["/products*"]),
+        "20": (ORDERS_TG, ["/orders*"]),
+    }
+
+
+def test_rules_changed_by_hand_are_fixed(lab, elb):
+    lab.run("apply", ["alb"])
+    out = lab.state.outputs("alb")
+    listener = out["listener_arn"]
+    rules = {r["Priority"]: r for r in elb.describe_rules(ListenerArn=listener)["Rules"]}
+    # products' rule now forwards to orders; orders' rule is gone; an extra rule appears.
+    elb.modify_rule(
+        RuleArn=rules["10"]["RuleArn"],
+        Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/products*"]}}],
+        Actions=[{"Type": "forward", "TargetGroupArn": out["target_group_arns"]["orders"]}],
+    )
+    elb.delete_rule(RuleArn=rules["20"]["RuleArn"])
+    elb.create_rule(
+        ListenerArn=listener,
+        Priority=99,
+        Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/debug*"]}}],
+        Actions=[{"Type": "forward", "TargetGroupArn": out["target_group_arns"]["products"]}],
+    )
+    plan = lab.run("plan", ["alb"])
+    assert sorted((c.action, c.name) for c in lab.changes(plan, "alb")) == [
+        ("create", f"{ALB}:80 priority 20"),
+        ("delete", f"{ALB}:80 priority 99"),
+        ("update", f"{ALB}:80 priority 10"),
+    ]
+    checks = lab.run("verify", ["alb"], expect_ok=False).results["alb"].checks
+    assert sorted(c.name for c in checks if not c.ok) == [
+        f"listener-rule {ALB}:80 priority 10",
+        f"listener-rule {ALB}:80 priority 20",
+        f"listener-rule {ALB}:80 priority 99",
+    ]
+    lab.run("apply", ["alb"])
+    assert routes(elb, listener) == {
+        "10": (PRODUCTS_TG, ["/products*"]),
+        "20": (ORDERS_TG, ["/orders*"]),
+    }
+    assert lab.changes(lab.run("plan", ["alb"]), "alb") == []
+
+
+def test_listener_default_and_target_group_drift_are_fixed(lab, elb):
+    lab.run("apply", ["alb"])
+    out = lab.state.outputs("alb")
+    products = out["target_group_arns"]["products"]
+    elb.modify_listener(
+        ListenerArn=out["listener_arn"],
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": products}],
+    )
+    elb.modify_target_group(TargetGroupArn=products, HealthCheckPath="/")
+    elb.modify_target_group_attributes(
+        TargetGroupArn=products,
+        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "300"}],
+    )
+    plan = lab.run("plan", ["alb"])
+    assert sorted((c.action, c.kind, c.name) for c in lab.changes(plan, "alb")) == [
+        ("update", "listener", f"{ALB}:80"),
+        ("update", "target-group", PRODUCTS_TG),
+        ("update", "target-group", PRODUCTS_TG),
+    ]
+    lab.run("apply", ["alb"])
+    assert default_actions(elb, out["listener_arn"]) == [NOT_FOUND]
+    (tg,) = elb.describe_target_groups(TargetGroupArns=[products])["TargetGroups"]
+    assert tg["HealthCheckPath"] == "/health"
+    assert lab.changes(lab.run("plan", ["alb"]), "alb") == []
+
+
+def test_https_listener_follows_certificate_arn(lab, lab_config, elb):
+    acm = boto3.client("acm", region_name="us-east-1")
+    cert = acm.request_certificate(DomainName="api.example.com", ValidationMethod="DNS")[
+        "CertificateArn"
+    ]
+    reconfigure(lab, with_certificate(lab_config, cert))
+    lab.run("apply", ["alb"])
+    out = lab.state.outputs("alb")
+    assert out["https_listener_arn"]
+    (https,) = elb.describe_listeners(ListenerArns=[out["https_listener_arn"]])["Listeners"]
+    assert (https["Protocol"], https["Port"]) == ("HTTPS", 443)
+    assert https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert [c["CertificateArn"] for c in https["Certificates"]] == [cert]
+    assert default_actions(elb, out["https_listener_arn"]) == [NOT_FOUND]
+    assert routes(elb, out["https_listener_arn"]) == routes(elb, out["listener_arn"])
+    assert lab.changes(lab.run("plan", ["alb"]), "alb") == []
+
+    reconfigure(lab, with_certificate(lab_config, None))
+    plan = lab.run("plan", ["alb"])
+    assert [(c.action, c.name) for c in lab.changes(plan, "alb")] == [("delete", f"{ALB}:443")]
+    lab.run("apply", ["alb"])
+    ports = [lst["Port"] for lst in elb.describe_listeners(LoadBalancerArn=out["arn"])["Listeners"]]
+    assert ports == [80]
+    assert lab.state.outputs("alb")["https_listener_arn"] is None
+
+
+def test_foreign_load_balancer_is_neither_adopted_nor_deleted(lab, elb):
+    lab.run("apply", ["sg"])
+    subnets = lab.state.outputs("vpc")["public_subnet_ids"]
+    elb.create_load_balancer(Name=ALB, Subnets=subnets, Tags=[{"Key": "team", "Value": "other"}])
+    result = lab.run("apply", ["alb"], expect_ok=False)
+    assert result.results["alb"].status is Status.FAILED
+    assert "isn't this lab's" in result.results["alb"].error
+    lab.run("destroy", ["alb"])
+    assert [lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"]] == [
+        ALB
+    ]

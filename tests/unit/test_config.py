@@ -1,0 +1,192 @@
+"""Config validation: each kind of mistake gives a specific message with the YAML line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from msctl.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = (ROOT / "config" / "lab.yaml").read_text()
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path, text=LAB, overrides=()) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), list(overrides))
+    return err.value.problems
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_the_shipped_lab_is_valid_and_has_the_seed_values():
+    config = load_config(ROOT / "config" / "lab.yaml")
+    assert config.vpc.name == "microservices-vpc" and str(config.vpc.cidr) == "10.0.0.0/16"
+    assert [str(s.cidr) for s in config.vpc.public_subnets] == ["10.0.1.0/24", "10.0.2.0/24"]
+    assert [str(s.cidr) for s in config.vpc.private_subnets] == ["10.0.11.0/24", "10.0.12.0/24"]
+    assert [g.name for g in config.sg.groups] == [
+        "microservices-alb-sg",
+        "microservices-ecs-sg",
+        "microservices-rds-sg",
+    ]
+    assert config.rds.instance_class == "db.t3.micro" and config.rds.allocated_storage == 20
+    assert config.ecs.services["products"].family == "microservices-products"
+    assert config.apigw.stage == "prod"
+    assert config.base_dir == ROOT
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file .*nope.yaml not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_has_the_line(tmp_path):
+    text = LAB.replace("  cidr: 10.0.0.0/16", "  cidr: [10.0.0.0/16")
+    (msg,) = problems(tmp_path, text)
+    assert "YAML syntax error" in msg and msg.startswith(str(tmp_path / "lab.yaml") + ":")
+
+
+def test_not_a_mapping(tmp_path):
+    assert problems(tmp_path, "- a\n- b\n") == [
+        f"{tmp_path / 'lab.yaml'}:1: the config must be a mapping of sections, not a list"
+    ]
+
+
+def test_unknown_key_with_line(tmp_path):
+    text = LAB.replace(
+        "  instance_class: db.t3.micro", "  instance_class: db.t3.micro\n  instanse_size: 3"
+    )
+    assert problems(tmp_path, text) == [
+        f"{tmp_path / 'lab.yaml'}:{line_of(text, 'instanse_size')}: rds.instanse_size: unknown key "
+        "(check the spelling; see config/lab.yaml for every key)"
+    ]
+
+
+def test_wrong_type_with_line(tmp_path):
+    text = LAB.replace("allocated_storage: 20", "allocated_storage: twenty")
+    (msg,) = problems(tmp_path, text)
+    assert msg.startswith(
+        f"{tmp_path / 'lab.yaml'}:{line_of(text, 'twenty')}: rds.allocated_storage: "
+    )
+    assert "valid integer" in msg and "'twenty'" in msg
+
+
+def test_missing_section(tmp_path):
+    text = LAB.replace("xray:", "xray_disabled:")
+    msgs = problems(tmp_path, text)
+    assert any(m.endswith("xray: required but missing") for m in msgs)
+
+
+def test_subnet_outside_vpc(tmp_path):
+    text = LAB.replace("10.0.12.0/24", "10.1.12.0/24")
+    assert problems(tmp_path, text) == [
+        f"{tmp_path / 'lab.yaml'}:{line_of(text, '10.1.12.0/24')}: vpc.private_subnets[1].cidr: "
+        "10.1.12.0/24 is not inside the VPC CIDR 10.0.0.0/16"
+    ]
+
+
+def test_overlapping_subnets(tmp_path):
+    text = LAB.replace("cidr: 10.0.11.0/24", "cidr: 10.0.1.0/25")
+    (msg,) = problems(tmp_path, text)
+    assert "vpc.private_subnets[0].cidr: 10.0.1.0/25 overlaps vpc.public_subnets[0]" in msg
+
+
+def test_two_azs_required(tmp_path):
+    text = LAB.replace(
+        "{name: microservices-public-2, cidr: 10.0.2.0/24, az: us-east-1b}",
+        "{name: microservices-public-2, cidr: 10.0.2.0/24, az: us-east-1a}",
+    )
+    assert any(
+        "vpc.public_subnets: the two subnets must be in two different AZs" in m
+        for m in problems(tmp_path, text)
+    )
+
+
+def test_invalid_port(tmp_path):
+    text = LAB.replace("{port: 443,", "{port: 70000,")
+    (msg,) = problems(tmp_path, text)
+    assert "sg.groups[0].ingress[1].port" in msg and "less than or equal to 65535" in msg
+
+
+def test_security_group_reference_must_exist(tmp_path):
+    text = LAB.replace("from_group: microservices-ecs-sg", "from_group: microservices-ec2-sg")
+    (msg,) = problems(tmp_path, text)
+    assert msg.endswith(
+        "sg.groups[2].ingress[0].from_group: no security group named 'microservices-ec2-sg' in sg.groups"
+    )
+
+
+def test_rule_needs_exactly_one_source(tmp_path):
+    text = LAB.replace(
+        "{port: 80, from_cidr: 0.0.0.0/0,",
+        "{port: 80, from_cidr: 0.0.0.0/0, from_group: microservices-alb-sg,",
+    )
+    (msg,) = problems(tmp_path, text)
+    assert "sg.groups[0].ingress[0]: set exactly one of from_cidr or from_group" in msg
+
+
+@pytest.mark.parametrize(
+    "key, value, expect",
+    [
+        ("rds.identifier", "1db", "rds.identifier: '1db' is not a valid name"),
+        (
+            "alb.name",
+            "a-load-balancer-name-that-is-far-too-long",
+            "alb.name: String should have at most 32 characters",
+        ),
+        (
+            "lambda.functions.auth.name",
+            "bad name",
+            "lambda.functions.auth.name: 'bad name' is not a valid name",
+        ),
+        (
+            "ecr.repositories.products",
+            "Microservices/Products",
+            "ecr.repositories.products: 'Microservices/Products' is not a valid name",
+        ),
+        ("lab", "Bad_Lab", "lab: 'Bad_Lab' is not a valid name"),
+        (
+            "dynamodb.tables",
+            "[{name: ab, partition_key: id}]",
+            "dynamodb.tables[0].name: 'ab' is not a valid name",
+        ),
+    ],
+)
+def test_aws_name_limits(tmp_path, key, value, expect):
+    msgs = problems(tmp_path, overrides=[f"{key}={value}"])
+    assert any(expect in m for m in msgs), msgs
+    assert all(m.startswith(f"--set {key.split('.')[0]}") or m.startswith("--set") for m in msgs)
+
+
+def test_set_overrides_are_validated_like_the_file(tmp_path):
+    config = load_config(
+        write(tmp_path, LAB), ["rds.instance_class=db.t3.small", "ecs.autoscaling.max_capacity=6"]
+    )
+    assert config.rds.instance_class == "db.t3.small"
+    assert config.ecs.autoscaling.max_capacity == 6
+    assert problems(tmp_path, overrides=["vpc.cidr=not-a-cidr"])[0].startswith(
+        "--set vpc.cidr: vpc.cidr:"
+    )
+
+
+def test_set_can_add_a_map_entry(tmp_path):
+    config = load_config(
+        write(tmp_path, LAB), ["ecr.images.products=123.dkr.ecr.us-east-1.amazonaws.com/p:1"]
+    )
+    assert config.ecr.images == {"products": "123.dkr.ecr.us-east-1.amazonaws.com/p:1"}
+
+
+def test_services_must_line_up(tmp_path):
+    msgs = problems(tmp_path, overrides=["ecr.images.billing=x"])
+    assert msgs == [
+        "--set ecr.images.billing: ecr.images.billing: 'billing' is not a service in ecs.services"
+    ]
