@@ -85,7 +85,6 @@ class Session:
         state.load()
         steps = all_steps()
         doc: dict = {"lab": config.lab, "warnings": [], "steps": {}, "endpoints": {}}
-        meta = state.meta()
         if target_name == "local":
             info = emulator.status(state_dir)
             target = Target(
@@ -131,6 +130,7 @@ class Session:
                 "resources": state.resources(name),
                 "outputs": state.outputs(name),
             }
+        doc["endpoints"] = endpoints(state)
         shown = [Status(step["status"]) for step in doc["steps"].values()]
         doc["built"] = state.exists() and Status.ABSENT not in shown
         doc["ok"] = (
@@ -142,6 +142,25 @@ class Session:
             )
         )
         return doc
+
+
+ENDPOINTS = (
+    ("site", "cloudfront", "domain_name", "https://{}/"),
+    ("custom domain", "route53", "fqdn", "https://{}/"),
+    ("api", "apigw", "invoke_url", "{}"),
+    ("load balancer", "alb", "dns_name", "http://{}/"),
+    ("database", "rds", "endpoint_address", "{}"),
+)
+
+
+def endpoints(state: StateStore) -> dict[str, str]:
+    """The lab's addresses a user wants to open, from the recorded outputs."""
+    found = {}
+    for label, step, key, template in ENDPOINTS:
+        value = state.outputs(step).get(key)
+        if value:
+            found[label] = template.format(value)
+    return found
 
 
 def _absent(checks) -> bool:
