@@ -163,9 +163,10 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @only_option
 @parallel_option
 @yes_option
+@output_option
 @click.pass_context
 @handle_errors
-def up(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
+def up(ctx, config_path, target, state_dir, overrides, only, parallel, yes, output):
     """Build the lab (or finish an interrupted build). Safe to re-run.
 
     \b
@@ -177,9 +178,11 @@ def up(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
     config = _load(config_path, overrides)
     selected_only = _only(only)
     console = report.make_console()
-    with Session.open(config, target, state_dir, command="up", console=console) as session:
+    with Session.open(
+        config, target, state_dir, command="up", console=report.make_console(stderr=True)
+    ) as session:
         if not session.target.is_local:
-            _confirm_billable(console, config, yes)
+            _confirm_billable(report.make_console(stderr=True), config, yes)
         steps = all_steps()
         selected = runner.select(steps, selected_only, "apply")
         session.prepare_clients(steps, selected)
@@ -217,7 +220,13 @@ def plan(ctx, config_path, target, state_dir, overrides, only, output, destroy):
     selected_only = _only(only)
     console = report.make_console()
     with Session.open(
-        config, target, state_dir, command="plan", console=console, lock=False, record=False
+        config,
+        target,
+        state_dir,
+        command="plan",
+        console=report.make_console(stderr=True),
+        lock=False,
+        record=False,
     ) as session:
         steps = all_steps()
         selected = runner.select(steps, selected_only, action)
@@ -238,9 +247,10 @@ def plan(ctx, config_path, target, state_dir, overrides, only, output, destroy):
 @only_option
 @parallel_option
 @yes_option
+@output_option
 @click.pass_context
 @handle_errors
-def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
+def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, output):
     """Remove the lab, in reverse dependency order. Safe to run twice.
 
     \b
@@ -263,7 +273,9 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes):
             return
     if target == "aws" and not yes:
         _confirm(console, f"Delete every resource of lab {config.lab!r} on AWS?")
-    with Session.open(config, target, state_dir, command="down", console=console) as session:
+    with Session.open(
+        config, target, state_dir, command="down", console=report.make_console(stderr=True)
+    ) as session:
         steps = all_steps()
         selected = runner.select(steps, selected_only, "destroy")
         session.prepare_clients(steps, selected)
@@ -387,6 +399,13 @@ def local_status(state_dir, output):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _finish(console, result, output: str, verbose: bool, next_step: str = "") -> None:
+    if output == "json":
+        report.print_json(console, report.result_to_json(result))
+    else:
+        report.print_summary(console, result, verbose=verbose, next_step=next_step)
 
 
 def _confirm_billable(console, config: LabConfig, yes: bool) -> None:

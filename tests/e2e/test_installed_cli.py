@@ -24,7 +24,7 @@ def test_up_status_down_stop(tmp_path):
     try:
         up = msctl(tmp_path, "up", "--only", "sg")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "started the local emulator" in up.stdout
+        assert "started the local emulator" in up.stderr
 
         status = msctl(tmp_path, "status", "--output", "json")
         doc = json.loads(status.stdout)

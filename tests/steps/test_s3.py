@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from msctl.engine.model import Status
+from msctl.steps import s3 as s3_step
 
 from .conftest import Lab, assert_lifecycle
 
@@ -73,7 +74,7 @@ def test_s3_lifecycle(lab):
     assert s3().list_buckets()["Buckets"] == []
 
 
-def test_s3_bucket_is_private_encrypted_owner_enforced_and_tagged(lab):
+def test_s3_bucket_is_private_encrypted_owner_enforced_tagged_policy_untouched(lab):
     lab.run("apply", ["s3"])
     client = s3()
     block = client.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
@@ -93,14 +94,11 @@ def test_s3_bucket_is_private_encrypted_owner_enforced_and_tagged(lab):
     assert tags["msctl:lab"] == "microservices"
     assert tags["msctl:step"] == "s3"
     assert tags["msctl:name"] == "microservices-static"
-    # No public bucket policy (the seed's); the cloudfront step adds the OAC statement.
+    # No public bucket policy (the seed's); the cloudfront step adds the OAC statement, and
+    # a re-run keeps a policy it did not write.
     with pytest.raises(ClientError) as err:
         client.get_bucket_policy(Bucket=BUCKET)
     assert err.value.response["Error"]["Code"] == "NoSuchBucketPolicy"
-
-
-def test_s3_keeps_a_bucket_policy_it_did_not_write(lab):
-    lab.run("apply", ["s3"])
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -113,9 +111,9 @@ def test_s3_keeps_a_bucket_policy_it_did_not_write(lab):
             }
         ],
     }
-    s3().put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
+    client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
     assert lab.changes(lab.run("apply", ["s3"]), "s3") == []
-    assert json.loads(s3().get_bucket_policy(Bucket=BUCKET)["Policy"]) == policy
+    assert json.loads(client.get_bucket_policy(Bucket=BUCKET)["Policy"]) == policy
 
 
 def test_s3_uploads_the_site_with_content_types_and_md5(lab):
@@ -175,7 +173,10 @@ def test_s3_deletes_removed_files_but_never_other_prefixes(lab, site):
     }
 
 
-def test_s3_destroy_empties_a_versioned_bucket(lab):
+def test_s3_destroy_empties_a_versioned_bucket(lab, monkeypatch):
+    # Small pages and batches, so that several list rounds and DeleteObjects batches run.
+    monkeypatch.setattr(s3_step, "LIST_PAGE_SIZE", 5)
+    monkeypatch.setattr(s3_step, "DELETE_BATCH", 2)
     lab.run("apply", ["s3"])
     client = s3()
     client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
@@ -186,12 +187,19 @@ def test_s3_destroy_empties_a_versioned_bucket(lab):
     client.delete_object(Bucket=BUCKET, Key="js/app.js")
     listed = client.list_object_versions(Bucket=BUCKET)
     assert len(listed["DeleteMarkers"]) == 2
-    assert len(listed["Versions"]) >= 3 + len(SITE) + 1
 
+    entries = len(listed["Versions"]) + len(listed["DeleteMarkers"])
+
+    lab.recorder.calls.clear()
     removed = lab.run("destroy", ["s3"])
     assert [(c.action, c.kind, c.name) for c in lab.changes(removed, "s3")] == [
         ("delete", "bucket", BUCKET)
     ]
+    # 9 versions (5 site files, 3 writes of a.json, 1 overwrite) and 2 delete markers:
+    # pages of 5, 5 and 1 (then an empty one), deleted in batches of 2, 2, 1, 2, 2, 1, 1.
+    assert entries == 11
+    assert lab.recorder.calls.count(("s3", "ListObjectVersions")) == 4
+    assert lab.recorder.calls.count(("s3", "DeleteObjects")) == 7
     assert client.list_buckets()["Buckets"] == []
     assert lab.run("destroy", ["s3"]).results["s3"].status is Status.NOCHANGE
 

@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 from ..aws.errors import is_code
 from ..aws.tags import as_list
 from ..engine.model import is_pending
-from ..engine.step import Fix, Resource, Step, StepRun
+from ..engine.step import Fix, Resource, Step, StepError, StepRun
 
 POLICY_NAME = "least-privilege"
 NOTIFICATIONS_PREFIX = "notifications/"
@@ -212,6 +212,12 @@ class IamStep(Step):
         tables = run.outputs_of("dynamodb")["tables"]
         s3 = run.outputs_of("s3")
         secret_arn = run.outputs_of("rds")["secret_arn"]
+        if secret_arn is None:
+            raise StepError(
+                f"DB instance {cfg.rds.identifier} has no RDS-managed master user secret",
+                hint="the rds step creates it with ManageMasterUserPassword; "
+                "run `msctl up --only rds` to repair the instance",
+            )
         table_arns = list(tables.values())
 
         roles = {

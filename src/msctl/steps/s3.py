@@ -44,6 +44,7 @@ OWNERSHIP = "BucketOwnerEnforced"
 MD5_META = "md5"  # x-amz-meta-md5: the file's MD5, also when the ETag isn't one
 SITE_META = "msctl-site"  # x-amz-meta-msctl-site: <lab>; marks objects this step owns
 DELETE_BATCH = 1000  # DeleteObjects' limit
+LIST_PAGE_SIZE = 1000  # ListObjectVersions' largest page
 
 # Explicit types for what a site is made of, with charsets for text; the rest from Python's
 # built-in table (MimeTypes() ignores /etc/mime.types, so every machine answers the same).
@@ -466,18 +467,24 @@ def delete_bucket(run: StepRun, bucket: Resource) -> None:
 
 
 def empty_bucket(s3, name: str) -> int:
-    """Delete every object version and delete marker, in batches of 1000. Returns how many."""
+    """Delete every object version and delete marker, a page (up to 1000) at a time, in
+    DeleteObjects batches of up to 1000. Each round lists from the start again instead of
+    following markers: a marker pointing at a version just deleted is not something to rely
+    on. Returns how many versions and markers were deleted."""
     removed = 0
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+    while True:
+        page = s3.list_object_versions(Bucket=name, MaxKeys=LIST_PAGE_SIZE)
         entries = [
             {"Key": v["Key"], "VersionId": v["VersionId"]}
             for v in (*page.get("Versions", []), *page.get("DeleteMarkers", []))
         ]
+        if not entries:
+            return removed
         for start in range(0, len(entries), DELETE_BATCH):
             batch = entries[start : start + DELETE_BATCH]
             result = s3.delete_objects(Bucket=name, Delete={"Objects": batch, "Quiet": True})
             errors = result.get("Errors", [])
-            if errors:
+            if errors:  # raised, never skipped: a version that stays would loop forever
                 first = errors[0]
                 raise StepError(
                     f"bucket {name}: could not delete {len(errors)} object version(s), e.g. "
@@ -485,4 +492,3 @@ def empty_bucket(s3, name: str) -> int:
                     hint="check the bucket's object lock and permissions, then run again",
                 )
             removed += len(batch)
-    return removed
