@@ -178,23 +178,21 @@ def up(ctx, config_path, target, state_dir, overrides, only, parallel, yes, outp
     config = _load(config_path, overrides)
     selected_only = _only(only)
     console = report.make_console()
-    with Session.open(
-        config, target, state_dir, command="up", console=report.make_console(stderr=True)
-    ) as session:
+    notices = report.make_console(stderr=True)
+    with Session.open(config, target, state_dir, command="up", console=notices) as session:
         if not session.target.is_local:
-            _confirm_billable(report.make_console(stderr=True), config, yes)
+            _confirm_billable(notices, config, yes)
         steps = all_steps()
         selected = runner.select(steps, selected_only, "apply")
         session.prepare_clients(steps, selected)
-        with report.Progress(console, selected) as progress:
+        with report.Progress(console, selected, enabled=output == "table") as progress:
             session.ctx.listener = progress
             result = runner.run(session.ctx, steps, "apply", selected=selected, parallel=parallel)
-        report.print_summary(
-            console,
-            result,
-            verbose=ctx.obj["verbose"],
-            next_step="See it with `msctl status`; remove it with `msctl down`.",
-        )
+        next_step = "See it with `msctl status`; remove it with `msctl down`."
+        if result.ok and session.target.is_local and selected_only is None:
+            url = _serve_locally(state_dir, config_path, overrides)
+            next_step = f"The lab answers at {url}/ ; prove it with `msctl test-api`."
+        _finish(console, result, output, ctx.obj["verbose"], next_step)
         if not result.ok:
             ctx.exit(EXIT_FAILED)
 
@@ -262,10 +260,12 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, ou
     selected_only = _only(only)
     console = report.make_console()
     if target == "local":
-        from .local import emulator
+        from .local import dataplane, emulator
 
+        dataplane.stop(state_dir)
         if emulator.status(state_dir) is None:
             removed = Session.forget(config, state_dir)
+            dataplane.remove_data(state_dir)
             console.print(
                 "The local emulator is not running, so nothing of the lab exists on the "
                 "local target" + ("; removed the stale state file." if removed else ".")
@@ -273,18 +273,21 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, ou
             return
     if target == "aws" and not yes:
         _confirm(console, f"Delete every resource of lab {config.lab!r} on AWS?")
-    with Session.open(
-        config, target, state_dir, command="down", console=report.make_console(stderr=True)
-    ) as session:
+    notices = report.make_console(stderr=True)
+    with Session.open(config, target, state_dir, command="down", console=notices) as session:
         steps = all_steps()
         selected = runner.select(steps, selected_only, "destroy")
         session.prepare_clients(steps, selected)
-        with report.Progress(console, selected) as progress:
+        with report.Progress(console, selected, enabled=output == "table") as progress:
             session.ctx.listener = progress
             result = runner.run(session.ctx, steps, "destroy", selected=selected, parallel=parallel)
         if result.ok and selected_only is None:
             session.state.delete()
-        report.print_summary(console, result, verbose=ctx.obj["verbose"])
+            if session.target.is_local:
+                from .local import dataplane
+
+                dataplane.remove_data(state_dir)
+        _finish(console, result, output, ctx.obj["verbose"])
         if not result.ok:
             ctx.exit(EXIT_FAILED)
 
@@ -365,8 +368,10 @@ def local_stop(state_dir):
     Example:
       msctl local stop
     """
-    from .local import emulator
+    from .local import dataplane, emulator
 
+    if dataplane.stop(state_dir):
+        click.echo("local data plane stopped")
     stopped = emulator.stop(state_dir)
     click.echo("emulator stopped" if stopped else "emulator was not running")
 
@@ -406,6 +411,15 @@ def _finish(console, result, output: str, verbose: bool, next_step: str = "") ->
         report.print_json(console, report.result_to_json(result))
     else:
         report.print_summary(console, result, verbose=verbose, next_step=next_step)
+
+
+def _serve_locally(state_dir: Path, config_path: Path, overrides) -> str:
+    from .local import dataplane
+
+    try:
+        return dataplane.start(state_dir, config_path, list(overrides)).url
+    except dataplane.DataPlaneError as exc:
+        raise RunFailed(f"{exc} (the lab itself is built; `msctl up` tries again)") from None
 
 
 def _confirm_billable(console, config: LabConfig, yes: bool) -> None:

@@ -131,6 +131,12 @@ class Session:
                 "outputs": state.outputs(name),
             }
         doc["endpoints"] = endpoints(state)
+        if target.is_local and info is not None:
+            from .local import dataplane
+
+            served = dataplane.status(state_dir)
+            if served is not None and served.emulator_id == info.instance_id:
+                doc["endpoints"] = {"site (local)": served.url + "/", **doc["endpoints"]}
         shown = [Status(step["status"]) for step in doc["steps"].values()]
         doc["built"] = state.exists() and Status.ABSENT not in shown
         doc["ok"] = (

@@ -434,3 +434,15 @@ def _terminate(pid: int, timeout: float, sig: signal.Signals = signal.SIGTERM) -
     _signal_group(pid, signal.SIGKILL)
     if not _wait_gone(pid, _KILL_WAIT):
         raise EmulatorError(f"the emulator (pid {pid}) did not exit after SIGKILL")
+
+
+# --- shared with the data plane, which manages its process the same way ---------
+
+
+def adopt_child(process: subprocess.Popen) -> None:
+    """Track a background child of ours so it is reaped (no zombie) when it stops."""
+    _CHILDREN[process.pid] = process
+
+
+terminate_group = _terminate
+write_record = _write_info

@@ -1,0 +1,267 @@
+"""The local data plane: makes the lab on the local target answer real HTTP requests.
+
+`start` runs `python -m msctl.local.dataplane` in the background (like the emulator, it
+outlives the command). That process reads what msctl provisioned from the emulator, starts a
+local PostgreSQL with the RDS-managed credentials, the Lambda function runner and the ECS
+services, and serves the edge on a loopback port: the lab's public URL on this target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import emulator
+
+RECORD = "dataplane.json"
+LOG = "dataplane.log"
+START_TIMEOUT = 180.0
+REQUIRED_STEPS = ("cloudfront", "apigw", "lambda", "alb", "ecs", "rds")
+
+
+class DataPlaneError(Exception):
+    """One-line, user-facing."""
+
+
+@dataclass(frozen=True)
+class DataPlaneInfo:
+    pid: int
+    port: int
+    url: str
+    emulator_id: str
+    started_at: str
+
+
+# ---------------------------------------------------------------- control (the msctl side)
+
+
+def read_info(state_dir: Path) -> DataPlaneInfo | None:
+    try:
+        return DataPlaneInfo(**json.loads((Path(state_dir) / RECORD).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def status(state_dir: Path) -> DataPlaneInfo | None:
+    info = read_info(state_dir)
+    if info is None or not _is_ours(info.pid):
+        return None
+    return info
+
+
+def start(
+    state_dir: Path, config_path: Path, overrides: list[str], timeout: float = START_TIMEOUT
+) -> DataPlaneInfo:
+    """(Re)start the data plane so it serves what is provisioned now."""
+    state_dir = Path(state_dir)
+    stop(state_dir)
+    log_path = state_dir / LOG
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    command = [
+        sys.executable,
+        "-m",
+        "msctl.local.dataplane",
+        "--state-dir",
+        str(state_dir),
+        "--config",
+        str(Path(config_path).resolve()),
+    ]
+    for item in overrides:
+        command += ["--set", item]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    emulator.adopt_child(process)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = read_info(state_dir)
+        if info is not None and info.pid == process.pid:
+            return info
+        if process.poll() is not None:
+            raise DataPlaneError(
+                f"the local data plane failed to start: {_last_error(log_path, offset)}"
+            )
+        time.sleep(0.2)
+    emulator.terminate_group(process.pid, 10)
+    raise DataPlaneError(
+        f"the local data plane did not start within {timeout:.0f}s; see {log_path}"
+    )
+
+
+def stop(state_dir: Path, timeout: float = 20.0) -> bool:
+    info = read_info(state_dir)
+    (Path(state_dir) / RECORD).unlink(missing_ok=True)
+    if info is None or not _is_ours(info.pid):
+        return False
+    emulator.terminate_group(info.pid, timeout)
+    return True
+
+
+def remove_data(state_dir: Path) -> None:
+    """After `down`: the local database goes with the lab."""
+    shutil.rmtree(postgres_dir(Path(state_dir)), ignore_errors=True)
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"msctl.local.dataplane" in args
+
+
+def _last_error(log_path: Path, offset: int) -> str:
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(offset)
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    return errors[-1][len("error: ") :] if errors else " | ".join(lines[-3:]) or "(no output)"
+
+
+def postgres_dir(state_dir: Path) -> Path:
+    """Under the state dir; as root, PostgreSQL runs as the `postgres` user, which must be
+    able to reach it, so fall back to a per-lab directory under /var/tmp when it can't."""
+    preferred = state_dir.resolve() / "postgres"
+    if os.geteuid() != 0 or _reachable_by_postgres(preferred.parent):
+        return preferred
+    import hashlib
+
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    return Path("/var/tmp/msctl-postgres") / digest
+
+
+def _reachable_by_postgres(path: Path) -> bool:
+    from .postgres import SYSTEM_USER, _can_traverse
+
+    try:
+        user = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        return True  # LocalPostgres will say what is missing
+    return all(_can_traverse(p, user) for p in [path, *path.parents])
+
+
+# ---------------------------------------------------------------- the data plane process
+
+
+def serve(state_dir: Path, config_path: Path, overrides: list[str]) -> None:
+    import boto3
+    from aiohttp import web
+
+    from ..aws.clients import Clients
+    from ..config import load_config
+    from ..state import StateStore
+    from .edge import Edge
+    from .functions import FunctionRunner
+    from .postgres import LocalPostgres
+    from .services import ServiceRunner, free_port
+
+    config = load_config(config_path, overrides)
+    info = emulator.status(state_dir)
+    if info is None:
+        raise DataPlaneError("the local emulator is not running; run msctl up")
+    state = StateStore(state_dir, config.lab)
+    outputs = {step: state.outputs(step) for step in REQUIRED_STEPS}
+    missing = [step for step, out in outputs.items() if not out]
+    if missing:
+        raise DataPlaneError(f"the lab is not fully built (no outputs for {', '.join(missing)})")
+    session = boto3.Session(
+        region_name=config.region, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    clients = Clients(session, info.endpoint)
+    account = clients.sts.get_caller_identity()["Account"]
+    secret = json.loads(
+        clients.secretsmanager.get_secret_value(SecretId=outputs["rds"]["secret_arn"])[
+            "SecretString"
+        ]
+    )
+
+    pg_dir = postgres_dir(Path(state_dir))
+    pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    pg = LocalPostgres(
+        pg_dir, free_port(), superuser=secret["username"], password=secret["password"]
+    )
+    functions = FunctionRunner(info.endpoint, config.region, Path(state_dir) / "functions")
+    services = ServiceRunner(clients, config, "127.0.0.1", pg.port, Path(state_dir))
+    try:
+        pg.init()
+        pg.start()
+        db_name = outputs["rds"].get("db_name") or config.rds.db_name
+        if db_name != "postgres":
+            pg.create_database(db_name)
+        edge = Edge(clients, outputs["cloudfront"]["distribution_id"], functions.invoke, account)
+        for task in services.start_all():
+            if task.target_group_arn:
+                edge.register_target(outputs["alb"]["dns_name"], task.target_group_arn, task.url)
+        asyncio.run(_serve_edge(edge, Path(state_dir), info.instance_id, web))
+    finally:
+        services.stop_all()
+        functions.close()
+        pg.stop()
+
+
+async def _serve_edge(edge, state_dir: Path, emulator_id: str, web) -> None:
+    from .services import free_port
+
+    runner = web.AppRunner(edge.app(), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    record = DataPlaneInfo(
+        os.getpid(),
+        port,
+        f"http://127.0.0.1:{port}",
+        emulator_id,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    emulator.write_record(state_dir / RECORD, record)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    logging.getLogger("msctl.dataplane").info("serving the lab at %s", record.url)
+    await stopping.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="msctl.local.dataplane")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        serve(args.state_dir, args.config, args.overrides)
+    except Exception as exc:  # the parent quotes this line
+        logging.getLogger("msctl.dataplane").exception("data plane failed")
+        print(f"error: {exc}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
