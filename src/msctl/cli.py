@@ -321,6 +321,121 @@ def status(ctx, config_path, target, state_dir, overrides, output):
         ctx.exit(EXIT_FAILED)
 
 
+# ---------------------------------------------------------------- test-api
+
+
+@main.command("test-api")
+@config_options
+@output_option
+@click.option("--url", help="Base URL to test (default: the lab's public URL on the target).")
+@click.option("--load", is_flag=True, help="Run a load test instead of the checks.")
+@click.option(
+    "--requests",
+    "requests_",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Load mode: total requests.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Load mode: requests in flight at once.",
+)
+@click.option(
+    "--path",
+    "load_path",
+    default="/api/products",
+    show_default=True,
+    help="Load mode: the path to GET.",
+)
+@click.pass_context
+@handle_errors
+def test_api(
+    ctx,
+    config_path,
+    target,
+    state_dir,
+    overrides,
+    output,
+    url,
+    load,
+    requests_,
+    concurrency,
+    load_path,
+):
+    """Prove the lab works end to end through its public URL.
+
+    Runs the seed's checks and more (site, register, login, sessions, users, products,
+    orders, notifications, CORS); exits 1 if any check fails. With --load, runs the seed's
+    `ab -n 1000 -c 10` load test and reports requests/s and latency percentiles.
+
+    \b
+    Examples:
+      msctl test-api
+      msctl test-api --load --requests 1000 --concurrency 10
+      msctl test-api --url https://d111111abcdef8.cloudfront.net --output json
+    """
+    import asyncio
+
+    from . import apitest
+
+    if not load_path.startswith("/"):
+        raise UserError(f"--path must start with '/', got {load_path!r}")
+    config = _load(config_path, overrides)
+    base = (url or _public_url(config, target, state_dir)).rstrip("/")
+    console = report.make_console()
+    if load:
+        with report.LoadProgress(console, requests_, enabled=output == "table") as progress:
+            result = asyncio.run(
+                apitest.run_load(
+                    base + load_path, requests_, concurrency, on_progress=progress.advance
+                )
+            )
+        summary = result.summary()
+        if output == "json":
+            report.print_json(console, summary)
+        else:
+            report.print_load(console, summary)
+        if summary["failed"]:
+            ctx.exit(EXIT_FAILED)
+        return
+    checks = asyncio.run(apitest.run_scenario(base))
+    if output == "json":
+        report.print_json(
+            console,
+            {"url": base, "ok": all(c.ok for c in checks), "checks": [vars(c) for c in checks]},
+        )
+    else:
+        report.print_checks(console, base, checks)
+    if not all(c.ok for c in checks):
+        ctx.exit(EXIT_FAILED)
+
+
+def _public_url(config: LabConfig, target: str, state_dir: Path) -> str:
+    if target == "local":
+        from .local import dataplane
+
+        served = dataplane.status(state_dir)
+        if served is None:
+            raise RunFailed(
+                "the lab is not being served locally: run `msctl up` first (or pass --url)"
+            )
+        return served.url
+    from .state import StateStore
+
+    state = StateStore(state_dir, config.lab)
+    domain = state.outputs("cloudfront").get("domain_name")
+    if not domain:
+        raise RunFailed(
+            "no CloudFront distribution recorded for this lab: run "
+            "`msctl up --target aws` first (or pass --url)"
+        )
+    return f"https://{domain}"
+
+
 # ---------------------------------------------------------------- local emulator
 
 

@@ -10,6 +10,8 @@ from dataclasses import asdict
 
 from rich.console import Console
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+from rich.progress import Progress as Bar
 from rich.table import Table
 from rich.text import Text
 
@@ -245,3 +247,61 @@ def print_billable(console: Console, items: list[Billable]) -> None:
 def error(console: Console, message: str) -> None:
     for line in message.splitlines() or [""]:
         console.print(f"[bold red]Error:[/] {_escape(line)}", highlight=False)
+
+
+def print_checks(console: Console, url: str, checks) -> None:
+    table = Table(title=f"test-api {url}")
+    for col in ("", "check", "ms", "detail"):
+        table.add_column(col)
+    for check in checks:
+        mark = Text("✓", style="green") if check.ok else Text("✗", style="bold red")
+        table.add_row(mark, check.name, f"{check.latency_ms:.1f}", check.detail)
+    console.print(table)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        console.print(f"[bold red]{len(failed)} of {len(checks)} checks failed[/]")
+    else:
+        console.print(f"[green]all {len(checks)} checks passed[/]")
+
+
+def print_load(console: Console, summary: dict) -> None:
+    table = Table(title=f"load test {summary['url']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("requests", str(summary["requests"]))
+    table.add_row("concurrency", str(summary["concurrency"]))
+    table.add_row("seconds", f"{summary['seconds']:.2f}")
+    table.add_row("requests/s", f"{summary['requests_per_second']:.1f}")
+    for name, value in summary["latency_ms"].items():
+        table.add_row(f"latency {name} (ms)", f"{value:.2f}")
+    for code, count in summary["status_codes"].items():
+        table.add_row(f"status {code}", str(count))
+    for kind, count in summary["errors"].items():
+        table.add_row(Text(f"error {kind}", style="red"), str(count))
+    console.print(table)
+
+
+class LoadProgress:
+    """A progress bar for the load test (silent when disabled or not on a terminal)."""
+
+    def __init__(self, console: Console, total: int, *, enabled: bool = True):
+        self._bar = Bar(
+            "load",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not enabled,
+            transient=True,
+        )
+        self._task = self._bar.add_task("requests", total=total)
+
+    def __enter__(self) -> LoadProgress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)
+
+    def advance(self, n: int) -> None:
+        self._bar.advance(self._task, n)
