@@ -37,7 +37,8 @@ def aws(monkeypatch):
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+        # Loading the AWS-managed IAM policies costs ~2 s per test; tests that need them opt in.
+        "MOTO_IAM_LOAD_MANAGED_POLICIES": "false",
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)

@@ -59,68 +59,14 @@ def aws(aws, monkeypatch):
     yield
 
 
+def small_layer_parts(monkeypatch) -> None:
+    """moto implements ECR's layer-upload API from 5.2.5 on (before, it raises
+    NotImplementedError). A small part size makes every layer go up in several parts."""
+    from moto.ecr import models
 
-@pytest.fixture(autouse=True)
-def ecr_layer_api(monkeypatch):
-    """moto before 5.2.5 raises NotImplementedError for ECR's layer-upload calls; 5.2.5 has
-    them. On an older moto this installs the same behaviour (parts must be contiguous, the
-    layer digest is computed from the bytes received) so that the client code is tested
-    against what the emulator does once upgraded. A no-op on moto >= 5.2.5."""
-    from moto.core.exceptions import ServiceException
-    from moto.core.responses import ActionResult
-    from moto.ecr import models, responses
-
-    if hasattr(models.ECRBackend, "initiate_layer_upload"):
-        return
-    uploads: dict[str, bytearray] = {}
-
-    def repository(self):
-        return self.ecr_backend._get_repository(
-            self._get_param("repositoryName"), self._get_param("registryId")
-        )
-
-    def initiate_layer_upload(self):
-        repository(self)
-        upload_id = str(uuid.uuid4())
-        uploads[upload_id] = bytearray()
-        return ActionResult({"uploadId": upload_id, "partSize": TEST_PART_SIZE})
-
-    def upload_layer_part(self):
-        repo = repository(self)
-        upload_id = self._get_param("uploadId")
-        if upload_id not in uploads:
-            raise ServiceException("UploadNotFoundException", f"upload {upload_id} not found")
-        blob = self._get_param("layerPartBlob")
-        blob = base64.b64decode(blob) if isinstance(blob, str) else blob
-        if self._get_param("partFirstByte") != len(uploads[upload_id]):
-            raise ServiceException("InvalidLayerPartException", "parts must be contiguous")
-        uploads[upload_id] += blob
-        return ActionResult(
-            {
-                "registryId": repo.registry_id,
-                "repositoryName": repo.name,
-                "uploadId": upload_id,
-                "lastByteReceived": len(uploads[upload_id]) - 1,
-            }
-        )
-
-    def complete_layer_upload(self):
-        repo = repository(self)
-        upload_id = self._get_param("uploadId")
-        if upload_id not in uploads:
-            raise ServiceException("UploadNotFoundException", f"upload {upload_id} not found")
-        data = bytes(uploads.pop(upload_id))
-        return ActionResult(
-            {
-                "registryId": repo.registry_id,
-                "repositoryName": repo.name,
-                "uploadId": upload_id,
-                "layerDigest": "sha256:" + hashlib.sha256(data).hexdigest(),
-            }
-        )
-
-    for fn in (initiate_layer_upload, upload_layer_part, complete_layer_upload):
-        monkeypatch.setattr(responses.ECRResponse, fn.__name__, fn)
+    if not hasattr(models, "DEFAULT_LAYER_PART_SIZE"):
+        pytest.fail("moto >= 5.2.5 is needed: older versions lack ECR's layer-upload API")
+    monkeypatch.setattr(models, "DEFAULT_LAYER_PART_SIZE", TEST_PART_SIZE)
 
 
 # ---------------------------------------------------------------- helpers
@@ -158,7 +104,8 @@ def sources(tmp_path):
 
 
 @pytest.fixture
-def lab(aws, lab_config, tmp_path, sources):
+def lab(aws, lab_config, tmp_path, sources, monkeypatch):
+    small_layer_parts(monkeypatch)
     return Lab(with_config(lab_config, sources), tmp_path / "state")
 
 

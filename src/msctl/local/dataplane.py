@@ -171,7 +171,7 @@ def serve(state_dir: Path, config_path: Path, overrides: list[str]) -> None:
     from ..config import load_config
     from ..state import StateStore
     from .edge import Edge
-    from .functions import FunctionRunner
+    from .functions import FunctionRunner, lab_code_source
     from .postgres import LocalPostgres
     from .services import ServiceRunner, free_port
 
@@ -200,7 +200,8 @@ def serve(state_dir: Path, config_path: Path, overrides: list[str]) -> None:
     pg = LocalPostgres(
         pg_dir, free_port(), superuser=secret["username"], password=secret["password"]
     )
-    functions = FunctionRunner(info.endpoint, config.region, Path(state_dir) / "functions")
+    functions = FunctionRunner(info.endpoint, config.region, Path(state_dir) / "functions",
+                               code_source=lab_code_source(config))
     services = ServiceRunner(clients, config, "127.0.0.1", pg.port, Path(state_dir))
     try:
         pg.init()
@@ -208,6 +209,8 @@ def serve(state_dir: Path, config_path: Path, overrides: list[str]) -> None:
         db_name = outputs["rds"].get("db_name") or config.rds.db_name
         if db_name != "postgres":
             pg.create_database(db_name)
+        for function in outputs["lambda"]["functions"].values():
+            functions.warm(function["arn"])  # cold starts before traffic, not during it
         edge = Edge(clients, outputs["cloudfront"]["distribution_id"], functions.invoke, account)
         for task in services.start_all():
             if task.target_group_arn:

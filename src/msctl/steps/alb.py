@@ -78,11 +78,6 @@ class AlbStep(Step):
             create=create_lb,
             fixes=lambda lb: _lb_fixes(elb, lb, subnet_ids, sg_id),
         )
-        if not is_pending(lb_arn):
-            run.wait(
-                f"load balancer {cfg.name}", lambda: _lb_state(elb, lb_arn), timeout=ACTIVE_TIMEOUT
-            )
-
         tg_arns: dict[str, str] = {}
         for service, tg in cfg.target_groups.items():
             port = run.config.ecs.services[service].port
@@ -108,6 +103,11 @@ class AlbStep(Step):
                 fixes=lambda found, p=port: _tg_fixes(elb, found, cfg, vpc_id, p),
             )
 
+        # Target groups don't need the load balancer; listeners do: wait for it here.
+        if not is_pending(lb_arn):
+            run.wait(
+                f"load balancer {cfg.name}", lambda: _lb_state(elb, lb_arn), timeout=ACTIVE_TIMEOUT
+            )
         # What the rules send where, in config order: priorities 10, 20, ...
         routes = [
             ((i + 1) * RULE_PRIORITY_STEP, tg.path_pattern, tg.name, tg_arns[service])

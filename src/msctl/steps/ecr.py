@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -248,8 +249,8 @@ def _push(run: StepRun, *, repo: str, uri: str, tag: str, source: Path, port: in
 
 
 def push_method(is_local: bool, docker_ok) -> str:
-    """ "api" on the local target; "docker" on AWS when an engine answers; else a StepError
-    that names both ways out."""
+    """How to get an image into ECR: the layer-upload API ("api") on the local target,
+    "docker" on AWS when an engine answers, else a StepError that names both ways out."""
     if is_local:
         return "api"
     if docker_ok():
@@ -358,6 +359,9 @@ def docker_push(run: StepRun, uri: str, tag: str, source: Path) -> None:
 
 
 def _docker(args: list[str], stdin: str | None = None) -> None:
+    # BuildKit otherwise adds a provenance attestation: the repository would hold an image
+    # index plus untagged attestation manifests, which the keep-N lifecycle rule counts.
+    env = {**os.environ, "BUILDX_NO_DEFAULT_ATTESTATIONS": "1"}
     try:
         done = subprocess.run(
             ["docker", *args],
@@ -365,6 +369,7 @@ def _docker(args: list[str], stdin: str | None = None) -> None:
             capture_output=True,
             timeout=DOCKER_BUILD_TIMEOUT,
             check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise StepError(

@@ -224,10 +224,9 @@ def _update(run: StepRun, name: str, call) -> None:
     lam = run.clients.get("lambda")
     run.wait(
         f"function {name} to be ready for an update",
-        lambda: _updated(lam, name),
+        lambda: _updated(lam, name, fail_on_failed=False),
         timeout=UPDATE_TIMEOUT,
     )
-
     run.retry(
         call,
         codes=("ResourceConflictException", "InvalidParameterValueException"),
@@ -238,16 +237,18 @@ def _update(run: StepRun, name: str, call) -> None:
     run.wait(f"function {name} update", lambda: _updated(lam, name), timeout=UPDATE_TIMEOUT)
 
 
-def _updated(lam, name: str) -> tuple[bool, str]:
+def _updated(lam, name: str, fail_on_failed: bool = True) -> tuple[bool, str]:
+    """Done when no update is in progress. A failed earlier update doesn't block a new one;
+    the update just made failing is an error."""
     fn = lam.get_function_configuration(FunctionName=name)
     status = fn.get("LastUpdateStatus", "Successful")
-    if status == "Failed":
+    state = fn.get("State", "Active")
+    if status == "Failed" and fail_on_failed:
         raise StepError(
             f"update of function {name} failed: {fn.get('LastUpdateStatusReason', '')}",
             hint="fix the cause and run `msctl up` again",
         )
-    state = fn.get("State", "Active")
-    return status == "Successful" and state == "Active", f"{state}, last update {status}"
+    return status != "InProgress" and state == "Active", f"{state}, last update {status}"
 
 
 # ---------------------------------------------------------------- delete
