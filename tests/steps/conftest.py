@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -31,14 +32,25 @@ class CallRecorder:
         return [c for c in self.calls if not c[1].startswith(READ_PREFIXES)]
 
 
+# moto imports each service's backend on first use; steps run in threads, and two threads
+# importing the same backend at once deadlock on the import lock. Import them up front.
+for _service in ("acm", "apigateway", "applicationautoscaling", "cloudfront", "cloudwatch",
+                 "dynamodb", "ec2", "ecr", "ecs", "elbv2", "iam", "awslambda", "logs", "rds",
+                 "resourcegroupstaggingapi", "route53", "s3", "secretsmanager", "sns", "sts",
+                 "xray"):
+    importlib.import_module(f"moto.{_service}.models")
+
+
 @pytest.fixture
-def aws(monkeypatch):
+def aws(monkeypatch, request):
+    managed = request.node.get_closest_marker("managed_policies") is not None
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        # Loading the AWS-managed IAM policies costs ~2 s per test; tests that need them opt in.
-        "MOTO_IAM_LOAD_MANAGED_POLICIES": "false",
+        # Loading the AWS-managed IAM policies costs ~2 s per test; tests that need them opt in
+        # with @pytest.mark.managed_policies.
+        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true" if managed else "false",
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)

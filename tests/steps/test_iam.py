@@ -229,6 +229,7 @@ def test_iam_policies_grant_only_the_labs_resources(iam_lab):
     }
 
 
+@pytest.mark.managed_policies
 def test_iam_detaches_full_access_removes_extra_policies_and_destroys(managed_lab):
     iam_lab = managed_lab
     iam_lab.run("apply", ["iam"])
