@@ -112,7 +112,7 @@ def test_distribution_as_the_seed_and_a_destroy_that_keeps_other_statements(edge
     assert custom["OriginProtocolPolicy"] == "https-only"
     assert custom["OriginSslProtocols"]["Items"] == ["TLSv1.2"]
     assert origins["static"]["DomainName"] == f"{BUCKET}.s3.us-east-1.amazonaws.com"
-    assert origins["static"]["OriginPath"] == ""
+    assert origins["static"]["OriginPath"] == "/site"
     # (moto drops the S3 origin's OriginAccessControlId, so the OAC is checked by itself.)
 
     (api_behavior,) = config["CacheBehaviors"]["Items"]
@@ -142,23 +142,16 @@ def test_distribution_as_the_seed_and_a_destroy_that_keeps_other_statements(edge
         "OriginAccessControlOriginType": "s3",
     }
 
-    # The bucket: readable by this distribution only, never its notifications; the
-    # statement someone else put there is kept.
+    # The bucket: only its site/ prefix, and only by this distribution (so never the
+    # notifications); the statement someone else put there is kept.
     policy = statements()
-    assert set(policy) == {
-        "SomeoneElsesStatement",
-        "msctl-cloudfront-oac-read",
-        "msctl-cloudfront-deny-notifications",
-    }
+    assert set(policy) == {"SomeoneElsesStatement", "msctl-cloudfront-oac-read"}
     read = policy["msctl-cloudfront-oac-read"]
     assert read["Effect"] == "Allow"
     assert read["Principal"] == {"Service": "cloudfront.amazonaws.com"}
     assert read["Action"] == "s3:GetObject"
-    assert read["Resource"] == f"arn:aws:s3:::{BUCKET}/*"
+    assert read["Resource"] == f"arn:aws:s3:::{BUCKET}/site/*"
     assert read["Condition"] == {"StringEquals": {"AWS:SourceArn": arn}}
-    deny = policy["msctl-cloudfront-deny-notifications"]
-    assert (deny["Effect"], deny["Action"]) == ("Deny", "s3:GetObject")
-    assert deny["Resource"] == f"arn:aws:s3:::{BUCKET}/notifications/*"
 
     # Drift: a price class changed by hand is put back with one update; other fields stay.
     live = cf.get_distribution_config(Id=dist_id)

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from msctl.engine.model import Status
 from msctl.steps import s3 as s3_step
+from msctl.steps.s3 import SITE_PREFIX
 
 from .conftest import Lab, assert_lifecycle
 
@@ -65,7 +66,9 @@ def object_changes(lab, result) -> list[tuple[str, str]]:
 
 
 def test_s3_lifecycle(lab):
-    outputs = assert_lifecycle(lab, "s3", {("bucket", BUCKET), *(("object", key) for key in SITE)})
+    outputs = assert_lifecycle(
+        lab, "s3", {("bucket", BUCKET), *(("object", SITE_PREFIX + key) for key in SITE)}
+    )
     assert outputs == {
         "bucket": BUCKET,
         "bucket_arn": f"arn:aws:s3:::{BUCKET}",
@@ -118,17 +121,17 @@ def test_s3_bucket_is_private_encrypted_owner_enforced_tagged_policy_untouched(l
 
 def test_s3_uploads_the_site_with_content_types_and_md5(lab):
     applied = lab.run("apply", ["s3"])
-    assert sorted(object_changes(lab, applied)) == sorted(("create", key) for key in SITE)
+    assert sorted(object_changes(lab, applied)) == sorted(("create", SITE_PREFIX + k) for k in SITE)
     client = s3()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]]
-    assert sorted(keys) == sorted(SITE)  # no .DS_Store
+    assert sorted(keys) == sorted(SITE_PREFIX + k for k in SITE)  # no .DS_Store
     for key, text in SITE.items():
-        head = client.head_object(Bucket=BUCKET, Key=key)
+        head = client.head_object(Bucket=BUCKET, Key=SITE_PREFIX + key)
         assert head["ContentType"] == TYPES[key], key
         md5 = hashlib.md5(text.encode()).hexdigest()
         assert head["Metadata"]["md5"] == md5
         assert head["ETag"].strip('"') == md5
-        body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        body = client.get_object(Bucket=BUCKET, Key=SITE_PREFIX + key)["Body"].read()
         assert body == text.encode()
 
 
@@ -138,12 +141,12 @@ def test_s3_reuploads_exactly_the_changed_file(lab, site):
 
     plan = lab.run("plan", ["s3"])
     assert lab.changes(plan, "s3")[0].detail == "content changed: upload"
-    assert object_changes(lab, plan) == [("update", "css/style.css")]
+    assert object_changes(lab, plan) == [("update", "site/css/style.css")]
     lab.recorder.calls.clear()
     applied = lab.run("apply", ["s3"])
-    assert object_changes(lab, applied) == [("update", "css/style.css")]
+    assert object_changes(lab, applied) == [("update", "site/css/style.css")]
     assert lab.recorder.mutating() == [("s3", "PutObject")]
-    body = s3().get_object(Bucket=BUCKET, Key="css/style.css")["Body"].read()
+    body = s3().get_object(Bucket=BUCKET, Key="site/css/style.css")["Body"].read()
     assert body == b"body { margin: 1em }"
     assert lab.changes(lab.run("plan", ["s3"]), "s3") == []
 
@@ -155,14 +158,14 @@ def test_s3_deletes_removed_files_but_never_other_prefixes(lab, site):
     (site / "config.json").unlink()
 
     plan = lab.run("plan", ["s3"])
-    assert object_changes(lab, plan) == [("delete", "config.json")]
+    assert object_changes(lab, plan) == [("delete", "site/config.json")]
     lab.recorder.calls.clear()
     applied = lab.run("apply", ["s3"])
-    assert object_changes(lab, applied) == [("delete", "config.json")]
+    assert object_changes(lab, applied) == [("delete", "site/config.json")]
     assert lab.recorder.mutating() == [("s3", "DeleteObject")]
 
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert "config.json" not in keys
+    assert "site/config.json" not in keys
     assert "notifications/x.json" in keys
     assert client.get_object(Bucket=BUCKET, Key="notifications/x.json")["Body"].read() == (
         b'{"n": 1}'
@@ -182,9 +185,9 @@ def test_s3_destroy_empties_a_versioned_bucket(lab, monkeypatch):
     client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     for i in range(3):
         client.put_object(Bucket=BUCKET, Key="notifications/a.json", Body=f"{i}".encode())
-    client.put_object(Bucket=BUCKET, Key="index.html", Body=b"overwritten")
+    client.put_object(Bucket=BUCKET, Key="site/index.html", Body=b"overwritten")
     client.delete_object(Bucket=BUCKET, Key="notifications/a.json")
-    client.delete_object(Bucket=BUCKET, Key="js/app.js")
+    client.delete_object(Bucket=BUCKET, Key="site/js/app.js")
     listed = client.list_object_versions(Bucket=BUCKET)
     assert len(listed["DeleteMarkers"]) == 2
 

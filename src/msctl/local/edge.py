@@ -131,7 +131,9 @@ class Edge:
             )
         origin = self.origins[behavior.origin_id]
         domain = origin["DomainName"]
-        full_path = (origin.get("OriginPath") or "") + path
+        # CloudFront serves the default root object for the root URL only.
+        viewer_path = f"/{self.default_root}" if path == "/" and self.default_root else path
+        full_path = (origin.get("OriginPath") or "") + viewer_path
         body = await request.read()
         try:
             if API_DOMAIN.match(domain):
@@ -213,8 +215,6 @@ class Edge:
 
     async def _s3_origin(self, request: web.Request, bucket: str, full_path: str) -> Response:
         key = full_path.lstrip("/")
-        if key == "" or key.endswith("/"):
-            key += self.default_root if key == "" else ""
         if request.method not in ("GET", "HEAD"):
             return Response.json(403, {"message": "method not allowed"})
         if not self._oac_allows(bucket, key):

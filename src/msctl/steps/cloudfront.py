@@ -8,9 +8,10 @@
   resource `/api/auth/login` (see steps/apigw.py).
 - Origin `static`: the bucket's regional domain through origin access control
   `<lab>-static-oac` (SigV4, always); default behaviour GET/HEAD, managed CachingOptimized,
-  root object index.html. The bucket stays private: this step adds the bucket policy
-  statement that lets only this distribution read it, and denies CloudFront the
-  notification objects (`notifications/`), which must never be served by the site.
+  root object index.html, origin path `/site`. The bucket stays private: this step adds the
+  bucket policy statement that lets only this distribution read the site's prefix, so the
+  notification objects (`notifications/`) are never served. (An explicit Deny would say the
+  same, but moto applies a bucket policy's Deny to every caller, Lambda included.)
 
 The distribution is found by its tags; a re-run compares the fields msctl manages with the
 live DistributionConfig and updates (IfMatch the live ETag) only when they differ. Aliases
@@ -33,8 +34,7 @@ from ..aws.errors import is_code
 from ..aws.tags import LAB, NAME, as_dict, as_list
 from ..engine.model import Pending, is_pending
 from ..engine.step import Fix, Resource, Step, StepRun, only_one
-from .iam import NOTIFICATIONS_PREFIX
-from .s3 import derived_name
+from .s3 import SITE_PREFIX, derived_name
 
 # AWS managed policies (the same ids in every account).
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
@@ -50,6 +50,7 @@ ROOT_OBJECT = "index.html"
 ORIGIN_TLS = ["TLSv1.2"]
 SERVICE = "cloudfront.amazonaws.com"
 READ_SID = "msctl-cloudfront-oac-read"
+# Earlier versions added a Deny on notifications/; it is still removed as one of ours.
 DENY_SID = "msctl-cloudfront-deny-notifications"
 OUR_SIDS = (READ_SID, DENY_SID)
 # ~3 min on AWS, historically 15-40: a generous bound, polled every few seconds.
@@ -298,7 +299,7 @@ def desired_config(run: StepRun, api: dict, site: dict, oac_id: str) -> dict:
                 {
                     "Id": STATIC_ORIGIN,
                     "DomainName": site["bucket_regional_domain"],
-                    "OriginPath": "",
+                    "OriginPath": "/" + SITE_PREFIX.rstrip("/"),
                     "S3OriginConfig": {"OriginAccessIdentity": ""},
                     "OriginAccessControlId": oac_id,
                 },
@@ -462,22 +463,15 @@ def _delete_distribution(run: StepRun, dist: Resource) -> None:
 
 
 def policy_statements(bucket: str, dist_arn: str) -> list[dict]:
-    """GetObject for this distribution only; never the notification objects."""
+    """GetObject on the site's prefix, for this distribution only."""
     return [
         {
             "Sid": READ_SID,
             "Effect": "Allow",
             "Principal": {"Service": SERVICE},
             "Action": "s3:GetObject",
-            "Resource": f"{bucket}/*",
+            "Resource": f"{bucket}/{SITE_PREFIX}*",
             "Condition": {"StringEquals": {"AWS:SourceArn": dist_arn}},
-        },
-        {
-            "Sid": DENY_SID,
-            "Effect": "Deny",
-            "Principal": {"Service": SERVICE},
-            "Action": "s3:GetObject",
-            "Resource": f"{bucket}/{NOTIFICATIONS_PREFIX}*",
         },
     ]
 

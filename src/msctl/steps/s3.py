@@ -9,10 +9,11 @@ sha256(account id, region, lab): the same name on every run, even with the state
 An existing bucket is found first by its `msctl:lab`/`msctl:name` tags, then by the name
 recorded in state, then by the derived name, so a re-run never creates a second bucket.
 
-The site (`s3.site_dir`) is uploaded at the bucket's root, each object with its content type
-and its MD5 in metadata; a re-run uploads only files whose MD5 differs from the object's,
-and deletes only objects this step uploaded (marked in metadata) that no longer exist
-locally: other prefixes (the notification Lambda's `notifications/`) are never touched.
+The site (`s3.site_dir`) is uploaded under `site/`, each object with its content type and its
+MD5 in metadata; a re-run uploads only files whose MD5 differs from the object's, and deletes
+only objects this step uploaded (marked in metadata) that no longer exist locally. The prefix
+keeps the site apart from the notification Lambda's `notifications/` objects: CloudFront
+(origin path `/site`) can read only the site, never a user's notifications.
 """
 
 from __future__ import annotations
@@ -358,6 +359,9 @@ def content_type(path: Path) -> str:
     return guessed or "application/octet-stream"
 
 
+SITE_PREFIX = "site/"
+
+
 def site_files(root: Path) -> dict[str, SiteFile]:
     """Every file under the site directory by its object key (hidden files skipped)."""
     if not root.is_dir():
@@ -372,16 +376,16 @@ def site_files(root: Path) -> dict[str, SiteFile]:
             if filename.startswith("."):
                 continue
             path = Path(directory) / filename
-            key = path.relative_to(root).as_posix()
+            key = SITE_PREFIX + path.relative_to(root).as_posix()
             md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
             files[key] = SiteFile(key, path, md5, content_type(path))
     return files
 
 
 def _objects(s3, bucket: str) -> dict[str, str]:
-    """Every object key in the bucket with its ETag (without quotes)."""
+    """Every object key under the site prefix with its ETag (without quotes)."""
     objects: dict[str, str] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=SITE_PREFIX):
         for obj in page.get("Contents", []):
             objects[obj["Key"]] = obj.get("ETag", "").strip('"')
     return objects
