@@ -3,6 +3,7 @@ version resolution, drift repair, final snapshots and deletion protection on des
 
 from __future__ import annotations
 
+import json
 import re
 
 import boto3
@@ -109,23 +110,26 @@ def test_rds_lifecycle(lab, catalogue):
     assert outputs["port"] == 5432
     assert outputs["db_name"] == "postgres"
     assert outputs["endpoint_address"]  # moto creates instances already available
+    # No final snapshot by default, automated backups deleted, nothing left behind.
     assert instances() == [] and subnet_groups() == [] and manual_snapshots() == []
+    assert rds_client().describe_db_snapshots(SnapshotType="automated")["DBSnapshots"] == []
     assert lab.state.outputs("rds") == {}
 
 
-def test_rds_instance_matches_the_seed(lab, catalogue):
+def test_rds_matches_the_seed_and_reports_its_status(lab, catalogue):
+    catalogue.versions.append("15.12")  # deprecated: not offered for new instances
     lab.run("apply", ["rds"])
     db = instance()
     assert db["DBInstanceClass"] == "db.t3.micro"
     assert db["AllocatedStorage"] == 20 and db["StorageType"] == "gp2"
     assert db["Engine"] == "postgres"
-    assert db["EngineVersion"].startswith("15.")
+    assert db["EngineVersion"] == "15.10"  # the newest available 15.x, compared numerically
+    assert db["AutoMinorVersionUpgrade"] is True  # a major-only config takes minor updates
     assert db["MasterUsername"] == "postgres" and db["DBName"] == "postgres"
     assert db["PubliclyAccessible"] is False
     assert db["StorageEncrypted"] is True
     assert db["DeletionProtection"] is False
     assert db["CopyTagsToSnapshot"] is True
-    assert db["AutoMinorVersionUpgrade"] is True  # a major-only config takes minor updates
     private = lab.state.outputs("vpc")["private_subnet_ids"]
     group = db["DBSubnetGroup"]
     assert group["DBSubnetGroupName"] == SUBNET_GROUP
@@ -140,7 +144,31 @@ def test_rds_instance_matches_the_seed(lab, catalogue):
     ][0]["DBSubnetGroupArn"]
     group_tags = rds_client().list_tags_for_resource(ResourceName=group_arn)["TagList"]
     assert {"Key": "msctl:lab", "Value": "microservices"} in group_tags
-    assert lab.state.outputs("rds")["secret_arn"] == db["MasterUserSecret"]["SecretArn"]
+    outputs = lab.state.outputs("rds")
+    assert outputs["secret_arn"] == db["MasterUserSecret"]["SecretArn"]
+    assert catalogue.calls == 1
+
+    # A newer minor appears: a re-run with a major-only config must not "upgrade".
+    catalogue.versions.append("15.11")
+    assert lab.changes(lab.run("plan", ["rds"]), "rds") == []
+    checks = {c.name: c for c in lab.run("verify", ["rds"]).results["rds"].checks}
+    assert catalogue.calls == 1
+    status = checks[f"db-instance {IDENTIFIER} status"]
+    assert status.ok and status.detail.startswith(f"available at {IDENTIFIER}.")
+    secret = checks[f"db-instance {IDENTIFIER} master user secret"]
+    assert secret.ok and outputs["secret_arn"] in secret.detail
+
+    # What the ecs step calls: the endpoint, after short polls (none needed on moto).
+    endpoint = wait_available(StepRun(lab.ctx, "ecs", dry_run=False), IDENTIFIER, timeout=30)
+    assert endpoint == {"address": db["Endpoint"]["Address"], "port": 5432}
+    assert outputs["endpoint_address"] == endpoint["address"]
+    assert wait_available(StepRun(lab.ctx, "ecs", dry_run=True), IDENTIFIER) == endpoint
+
+    rds_client().stop_db_instance(DBInstanceIdentifier=IDENTIFIER)
+    result = lab.run("verify", ["rds"], expect_ok=False).results["rds"]
+    bad = [c for c in result.checks if not c.ok]
+    assert [c.name for c in bad] == [f"db-instance {IDENTIFIER} status"]
+    assert bad[0].detail.startswith("stopped")
 
 
 def test_no_password_in_state_logs_or_results(lab, catalogue):
@@ -149,75 +177,37 @@ def test_no_password_in_state_logs_or_results(lab, catalogue):
     secret = boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(
         SecretId=secret_arn
     )["SecretString"]
-    password = __import__("json").loads(secret)["password"]
-    assert password and secret_arn
+    password = json.loads(secret)["password"]
+    assert password
 
+    results.append(lab.run("destroy", ["rds"]))
     state_text = lab.state.path.read_text()
-    assert secret_arn in state_text
     for value in (password, secret):
         assert value not in state_text
-        assert not [e for e in lab.events if value in (e.message or "")]
-        assert value not in repr(lab.events)
+        assert [e for e in lab.events if value in (e.message or "")] == []
+        assert value not in str(lab.events) and value not in repr(lab.events)
         for result in results:
             step = result.results["rds"]
-            assert value not in str(step.outputs) and value not in repr(step.outputs)
-            assert value not in str(step.changes) and value not in repr(step.changes)
-            assert value not in repr(step.checks)
+            for part in (step.outputs, step.changes, step.checks):
+                assert value not in str(part) and value not in repr(part)
     # msctl never reads the secret's value itself.
     assert ("secretsmanager", "GetSecretValue") not in lab.recorder.calls
-    lab.run("destroy", ["rds"])
-    assert password not in lab.state.path.read_text() and password not in repr(lab.events)
 
 
-# ---------------------------------------------------------------- engine version
+# ---------------------------------------------------------------- engine version and drift
 
 
-def test_major_version_resolves_to_the_newest_minor(lab, catalogue):
-    catalogue.versions.append("15.12")  # deprecated: not offered for new instances
-    lab.run("apply", ["rds"])
-    assert instance()["EngineVersion"] == "15.10"  # numerically, not as text
-    assert catalogue.calls == 1
-    catalogue.versions.append("15.11")  # a newer minor appears: a re-run must not "upgrade"
-    assert lab.changes(lab.run("plan", ["rds"]), "rds") == []
-    assert all(c.ok for c in lab.run("verify", ["rds"]).results["rds"].checks)
-    assert catalogue.calls == 1
-
-
-def test_exact_version_is_used_as_is(lab, tmp_path):
+def test_exact_version_drift_and_storage(lab, tmp_path):
     exact = other_lab(lab, tmp_path, "exact", engine_version="15.4")
     exact.run("apply", ["rds"])
     db = instance()
-    assert db["EngineVersion"] == "15.4"
+    assert db["EngineVersion"] == "15.4"  # used as is, not looked up
     assert db["AutoMinorVersionUpgrade"] is False  # pinned
     assert ("rds", "DescribeDBEngineVersions") not in exact.recorder.calls
     assert exact.changes(exact.run("plan", ["rds"]), "rds") == []
 
-
-def test_no_matching_version_is_a_clear_error(lab):
-    EngineCatalogue(["14.9", "16.1"]).install(lab)
-    lab.run("apply", ["sg"])
-    result = lab.run("plan", ["rds"], expect_ok=False).results["rds"]
-    assert result.status is Status.FAILED
-    assert "no available postgres 15.x engine version" in result.error
-    assert "rds.engine_version" in result.hint
-
-
-def test_local_emulator_without_a_version_catalogue(lab):
-    """moto 5.2 lacks DescribeDBEngineVersions: on the local target the major version is
-    passed to CreateDBInstance (RDS itself accepts that) and a note says so."""
-    lab.run("apply", ["rds"])
-    assert instance()["EngineVersion"] == "15"
-    notes = [e.message for e in lab.events if e.kind == "note" and e.step == "rds"]
-    assert notes and "can't list postgres engine versions" in notes[0]
-    assert lab.changes(lab.run("plan", ["rds"]), "rds") == []
-
-
-# ---------------------------------------------------------------- drift
-
-
-def test_rds_repairs_drift_in_place(lab, catalogue):
-    lab.run("apply", ["rds"])
-    ids = lab.state.outputs("sg")["group_ids"]
+    # Changed by hand: class, security group, deletion protection. One ModifyDBInstance.
+    ids = exact.state.outputs("sg")["group_ids"]
     rds_client().modify_db_instance(
         DBInstanceIdentifier=IDENTIFIER,
         DBInstanceClass="db.t3.small",
@@ -225,59 +215,62 @@ def test_rds_repairs_drift_in_place(lab, catalogue):
         DeletionProtection=True,
         ApplyImmediately=True,
     )
-    plan = lab.changes(lab.run("plan", ["rds"]), "rds")
+    plan = exact.changes(exact.run("plan", ["rds"]), "rds")
     assert [(c.action, c.kind, c.name) for c in plan] == [("update", "db-instance", IDENTIFIER)]
     assert "instance class db.t3.small -> db.t3.micro" in plan[0].detail
     assert "deletion protection off" in plan[0].detail
-    checks = lab.run("verify", ["rds"], expect_ok=False).results["rds"].checks
+    checks = exact.run("verify", ["rds"], expect_ok=False).results["rds"].checks
     assert [c.name for c in checks if not c.ok] == [f"db-instance {IDENTIFIER}"]
-
-    lab.run("apply", ["rds"])
+    exact.run("apply", ["rds"])
     db = instance()
-    assert db["DBInstanceClass"] == "db.t3.micro"
-    assert db["DeletionProtection"] is False
+    assert db["DBInstanceClass"] == "db.t3.micro" and db["DeletionProtection"] is False
     assert [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [
         ids["microservices-rds-sg"]
     ]
-    assert lab.changes(lab.run("plan", ["rds"]), "rds") == []
+    assert exact.changes(exact.run("plan", ["rds"]), "rds") == []
 
+    # A newer pinned minor is an in-place upgrade; an older one or another major is refused.
+    newer = other_lab(lab, tmp_path, "newer", engine_version="15.10")
+    plan = newer.changes(newer.run("plan", ["rds"]), "rds")
+    assert [(c.action, c.detail) for c in plan] == [("update", "engine version 15.4 -> 15.10")]
+    for version in ("15.2", "16"):
+        other = other_lab(lab, tmp_path, f"v{version}", engine_version=version)
+        plan = other.changes(other.run("plan", ["rds"]), "rds")
+        assert plan[0].action == "replace" and "engine version 15.4" in plan[0].detail
 
-def test_storage_grows_in_place_and_never_shrinks(lab, tmp_path, catalogue):
-    lab.run("apply", ["rds"])
-    bigger = other_lab(lab, tmp_path, "bigger", allocated_storage=30)
+    # Storage grows in place and never shrinks.
+    bigger = other_lab(lab, tmp_path, "bigger", engine_version="15.4", allocated_storage=30)
     plan = bigger.changes(bigger.run("plan", ["rds"]), "rds")
     assert [(c.action, c.detail) for c in plan] == [("update", "storage 20 -> 30 GB")]
     bigger.run("apply", ["rds"])
     assert instance()["AllocatedStorage"] == 30
-
-    # The original config (20 GB) now asks to shrink: a replacement, refused.
-    plan = lab.changes(lab.run("plan", ["rds"]), "rds")
-    assert [c.action for c in plan] == ["replace"]
-    result = lab.run("apply", ["rds"], expect_ok=False).results["rds"]
+    assert [c.action for c in exact.changes(exact.run("plan", ["rds"]), "rds")] == ["replace"]
+    result = exact.run("apply", ["rds"], expect_ok=False).results["rds"]
     assert result.status is Status.FAILED and "can't shrink" in result.error
     assert instance()["AllocatedStorage"] == 30
 
 
-def test_subnet_group_drift_is_unsupported_on_the_emulator(lab, catalogue):
-    """A subnet group over the wrong subnets is seen as drift; moto's ModifyDBSubnetGroup
-    loses the group, so on the local target the fix is reported unsupported, not faked."""
-    lab.run("apply", ["sg"])
-    public = lab.state.outputs("vpc")["public_subnet_ids"]
-    rds_client().create_db_subnet_group(
-        DBSubnetGroupName=SUBNET_GROUP,
-        DBSubnetGroupDescription="by hand",
-        SubnetIds=public,
-        Tags=[{"Key": k, "Value": v} for k, v in lab.ctx.tags("rds", SUBNET_GROUP).items()],
-    )
-    plan = lab.changes(lab.run("plan", ["rds"]), "rds")
-    assert ("update", "db-subnet-group", SUBNET_GROUP) in [(c.action, c.kind, c.name) for c in plan]
-    result = lab.run("apply", ["rds"], expect_ok=False).results["rds"]
-    assert result.status is Status.UNSUPPORTED
-    assert subnet_groups() == [SUBNET_GROUP]
+def test_engine_version_without_a_match_or_without_a_catalogue(lab, tmp_path):
+    # AWS answers, but offers no 15.x: a clear error before anything is created.
+    no_match = Lab(lab.config, tmp_path / "no-match")
+    EngineCatalogue(["14.9", "16.1"]).install(no_match)
+    result = no_match.run("plan", ["rds"], expect_ok=False).results["rds"]
+    assert result.status is Status.FAILED
+    assert "no available postgres 15.x engine version" in result.error
+    assert "rds.engine_version" in result.hint
+
+    # moto 5.2 lacks DescribeDBEngineVersions: on the local target the major version goes
+    # to CreateDBInstance as is (RDS itself accepts that), and a note says so.
+    lab.run("apply", ["rds"])
+    assert instance()["EngineVersion"] == "15"
+    notes = [e.message for e in lab.events if e.kind == "note" and e.step == "rds"]
+    assert notes and "can't list postgres engine versions" in notes[0]
+    assert lab.changes(lab.run("plan", ["rds"]), "rds") == []
 
 
-def test_refuses_an_instance_that_is_not_the_labs(lab, catalogue):
+def test_foreign_instance_and_subnet_group_drift(lab, catalogue):
     lab.run("apply", ["sg"])
+    # An instance with the lab's identifier that msctl didn't create is never adopted.
     rds_client().create_db_instance(
         DBInstanceIdentifier=IDENTIFIER,
         DBInstanceClass="db.t3.micro",
@@ -291,75 +284,51 @@ def test_refuses_an_instance_that_is_not_the_labs(lab, catalogue):
     assert "belongs to something outside msctl" in result.error
     assert lab.run("destroy", ["rds"], expect_ok=False).results["rds"].status is Status.FAILED
     assert instances() == [IDENTIFIER]
+    rds_client().delete_db_instance(DBInstanceIdentifier=IDENTIFIER, SkipFinalSnapshot=True)
 
-
-# ---------------------------------------------------------------- status and endpoint
-
-
-def test_verify_reports_status_and_secret(lab, catalogue):
-    lab.run("apply", ["rds"])
-    checks = {c.name: c for c in lab.run("verify", ["rds"]).results["rds"].checks}
-    status = checks[f"db-instance {IDENTIFIER} status"]
-    assert status.ok and status.detail.startswith("available at microservices-db.")
-    secret = checks[f"db-instance {IDENTIFIER} master user secret"]
-    assert secret.ok and lab.state.outputs("rds")["secret_arn"] in secret.detail
-
-    rds_client().stop_db_instance(DBInstanceIdentifier=IDENTIFIER)
-    result = lab.run("verify", ["rds"], expect_ok=False).results["rds"]
-    bad = [c for c in result.checks if not c.ok]
-    assert [c.name for c in bad] == [f"db-instance {IDENTIFIER} status"]
-    assert bad[0].detail.startswith("stopped")
-
-
-def test_wait_available_returns_the_endpoint(lab, catalogue):
-    lab.run("apply", ["rds"])
-    run = StepRun(lab.ctx, "ecs", dry_run=False)
-    endpoint = wait_available(run, IDENTIFIER, timeout=30)
-    assert endpoint == {"address": instance()["Endpoint"]["Address"], "port": 5432}
-    assert lab.state.outputs("rds")["endpoint_address"] == endpoint["address"]
-    assert wait_available(StepRun(lab.ctx, "ecs", dry_run=True), IDENTIFIER) == endpoint
+    # A lab subnet group over the wrong subnets is drift; moto's ModifyDBSubnetGroup loses
+    # the group, so on the local target the fix is reported unsupported, not faked.
+    public = lab.state.outputs("vpc")["public_subnet_ids"]
+    rds_client().create_db_subnet_group(
+        DBSubnetGroupName=SUBNET_GROUP,
+        DBSubnetGroupDescription="by hand",
+        SubnetIds=public,
+        Tags=[{"Key": k, "Value": v} for k, v in lab.ctx.tags("rds", SUBNET_GROUP).items()],
+    )
+    plan = lab.changes(lab.run("plan", ["rds"]), "rds")
+    assert ("update", "db-subnet-group", SUBNET_GROUP) in [(c.action, c.kind, c.name) for c in plan]
+    result = lab.run("apply", ["rds"], expect_ok=False).results["rds"]
+    assert result.status is Status.UNSUPPORTED
+    assert subnet_groups() == [SUBNET_GROUP] and instances() == []
 
 
 # ---------------------------------------------------------------- destroy
 
 
-@pytest.mark.parametrize("final_snapshot", [True, False])
-def test_final_snapshot_only_when_configured(lab, tmp_path, final_snapshot):
-    lab = other_lab(lab, tmp_path, "snap", final_snapshot=final_snapshot)
-    lab.run("apply", ["rds"])
-    lab.run("destroy", ["rds"])
-    assert instances() == [] and subnet_groups() == []
-    snapshots = manual_snapshots()
-    if final_snapshot:
-        assert len(snapshots) == 1
-        assert re.fullmatch(rf"{IDENTIFIER}-final-\d{{8}}-\d{{6}}", snapshots[0])
-    else:
-        assert snapshots == []
-    automated = rds_client().describe_db_snapshots(SnapshotType="automated")["DBSnapshots"]
-    assert automated == []
-
-
-def test_deletion_protection_is_lifted_when_the_config_allows(lab, tmp_path):
+def test_deletion_protection_and_final_snapshot_on_destroy(lab, tmp_path):
     protected = other_lab(lab, tmp_path, "protected", deletion_protection=True)
     protected.run("apply", ["rds"])
     assert instance()["DeletionProtection"] is True
 
-    allowing = other_lab(lab, tmp_path, "allowing", deletion_protection=False)
-    removed = allowing.run("destroy", ["rds"])
-    changes = [(c.action, c.name) for c in allowing.changes(removed, "rds")]
-    assert changes[:2] == [
-        ("update", f"{IDENTIFIER} deletion protection"),
-        ("delete", IDENTIFIER),
-    ]
-    assert instances() == [] and subnet_groups() == []
-
-
-def test_deletion_protection_kept_by_the_config_refuses_destroy(lab, tmp_path):
-    protected = other_lab(lab, tmp_path, "protected", deletion_protection=True)
-    protected.run("apply", ["rds"])
+    # The config still wants protection: destroy refuses, and says how to allow it.
     result = protected.run("destroy", ["rds"], expect_ok=False).results["rds"]
     assert result.status is Status.FAILED
     assert "deletion protection" in result.error
     assert "--set rds.deletion_protection=false" in result.hint
-    assert instances() == [IDENTIFIER]
-    assert instance()["DeletionProtection"] is True
+    assert instances() == [IDENTIFIER] and instance()["DeletionProtection"] is True
+
+    # The config allows deleting: protection is turned off, then the instance is deleted,
+    # here with a final snapshot (the lifecycle test shows the default: none).
+    allowing = other_lab(lab, tmp_path, "allowing", deletion_protection=False, final_snapshot=True)
+    removed = allowing.run("destroy", ["rds"])
+    changes = [(c.action, c.name) for c in allowing.changes(removed, "rds")]
+    assert changes == [
+        ("update", f"{IDENTIFIER} deletion protection"),
+        ("delete", IDENTIFIER),
+        ("delete", SUBNET_GROUP),
+    ]
+    assert instances() == [] and subnet_groups() == []
+    snapshots = manual_snapshots()
+    assert len(snapshots) == 1
+    assert re.fullmatch(rf"{IDENTIFIER}-final-\d{{8}}-\d{{6}}", snapshots[0])
+    assert rds_client().describe_db_snapshots(SnapshotType="automated")["DBSnapshots"] == []
