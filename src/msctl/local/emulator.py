@@ -209,6 +209,8 @@ def _server_env(state_dir: Path, port: int) -> dict[str, str]:
         {
             "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
             "MOTO_ECS_SERVICE_RUNNING": "2",
+            # ACM issues DNS-validated certificates after 60 s by default; the lab does not wait.
+            "MOTO_ACM_VALIDATION_WAIT": "0",
             "DOCKER_HOST": _NO_DOCKER_HOST,
             "MOTO_PORT": str(port),
             "MOTO_RECORDER_FILEPATH": str(state_dir / "moto_recording"),

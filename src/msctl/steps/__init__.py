@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from ..engine.step import Step
 from .alb import AlbStep
+from .apigw import ApigwStep
+from .cloudfront import CloudFrontStep
+from .cloudwatch import CloudWatchStep
 from .dynamodb import DynamoDbStep
 from .ecr import EcrStep
+from .ecs import EcsStep
 from .iam import IamStep
 from .lambda_ import LambdaStep
 from .nat import NatStep
 from .rds import RdsStep
+from .route53 import Route53Step
 from .s3 import S3Step
 from .sg import SgStep
 from .vpc import VpcStep
+from .xray import XrayStep
 
 STEP_CLASSES: tuple[type[Step], ...] = (
     VpcStep,
@@ -25,6 +31,12 @@ STEP_CLASSES: tuple[type[Step], ...] = (
     LambdaStep,
     EcrStep,
     AlbStep,
+    EcsStep,
+    ApigwStep,
+    CloudFrontStep,
+    Route53Step,
+    CloudWatchStep,
+    XrayStep,
 )
 
 

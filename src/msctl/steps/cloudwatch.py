@@ -37,7 +37,6 @@ from ..engine.step import Fix, Resource, Step, StepError, StepRun, only_one
 PERIOD = 300
 WIDGET_WIDTH = 12
 WIDGET_HEIGHT = 6
-PENDING_SUBSCRIPTION = "PendingConfirmation"
 
 
 class CloudWatchStep(Step):
@@ -114,7 +113,8 @@ class CloudWatchStep(Step):
         )
         for sub in subscriptions:
             arn = sub["SubscriptionArn"]
-            # A pending subscription can't be removed (AWS drops it unconfirmed after 3 days).
+            # A subscription pending confirmation has no ARN and can't be removed; AWS drops
+            # it if it is never confirmed.
             if sub in subscribed or not arn.startswith("arn:"):
                 continue
             run.setting(

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from ..aws.errors import is_code
 from ..aws.tags import LAB, as_dict, as_list
 from ..aws.waiters import WaitTimeout
-from ..engine.model import is_pending
+from ..engine.model import Check, is_pending
 from ..engine.step import Fix, Resource, Step, StepError, StepRun, only_one
 
 CERT_REGION = "us-east-1"  # CloudFront takes ACM certificates from us-east-1 only
@@ -112,6 +112,22 @@ class Route53Step(Step):
             "zone_created": bool(zone.get("created", True)),
         }
 
+    def verify(self, run: StepRun) -> list[Check]:
+        """The dry reconcile, plus the certificate's status: a certificate still waiting for
+        DNS validation exists but doesn't serve yet."""
+        checks = super().verify(run)
+        arn = run.outputs.get("certificate_arn")
+        if arn and not is_pending(arn):
+            status = acm_client(run).describe_certificate(CertificateArn=arn)["Certificate"]
+            checks.append(
+                Check(
+                    f"certificate {run.outputs['fqdn']} issued",
+                    status["Status"] == "ISSUED",
+                    status["Status"],
+                )
+            )
+        return checks
+
     def teardown(self, run: StepRun) -> None:
         domain = run.config.route53.domain
         fqdn = record_name(run.config)
@@ -134,16 +150,17 @@ class Route53Step(Step):
             for record in _stale_validation_records(r53, acm, zone_id, fqdn, cert_arns):
                 run.remove(
                     "dns-record",
-                    f"{record['Name']} CNAME",
+                    f"{record['Name'].rstrip('.')} CNAME",
                     find=lambda r=record: r,
                     delete=lambda rec: _change(run, zone_id, "DELETE", [rec]),
                 )
         for dist_id in _distributions_using(run, fqdn, cert_arns):
             run.setting(
-                "distribution",
-                dist_id,
+                "distribution-alias",
+                fqdn,
                 ok=False,
-                detail=f"remove alias {fqdn} and its certificate",
+                action="delete",
+                detail=f"remove it and its certificate from distribution {dist_id}",
                 apply=lambda d=dist_id: _detach(run, d, fqdn, cert_arns),
             )
         for cert in certs:
@@ -368,7 +385,7 @@ def _ensure_record(run: StepRun, zone_id: str, desired: Resource, why: str) -> N
     )
     run.setting(
         "dns-record",
-        f"{desired['Name']} {desired['Type']}",
+        f"{desired['Name'].rstrip('.')} {desired['Type']}",
         ok=ok,
         detail=f"{why}: {', '.join(values)}",
         action="create" if current is None else "update",
@@ -584,11 +601,14 @@ def _distribution_ok(config: dict, fqdn: str, cert_arn: str) -> bool:
 
 
 def _attach_to_distribution(run: StepRun, dist_id: str, fqdn: str, cert_arn: str) -> None:
+    """The name and its certificate on the distribution: a "create" while the distribution
+    doesn't carry the name yet, an "update" when it does with other settings."""
     cf = run.clients.cloudfront
-    ok = False
+    ok = has_alias = False
     if not is_pending(dist_id):
         config = cf.get_distribution_config(Id=dist_id)["DistributionConfig"]
         ok = _distribution_ok(config, fqdn, cert_arn)
+        has_alias = fqdn in ((config.get("Aliases") or {}).get("Items") or [])
 
     def attach():
         _update_distribution(
@@ -607,10 +627,11 @@ def _attach_to_distribution(run: StepRun, dist_id: str, fqdn: str, cert_arn: str
         )
 
     run.setting(
-        "distribution",
-        dist_id,
+        "distribution-alias",
+        fqdn,
         ok=ok,
-        detail=f"alias {fqdn} with its ACM certificate ({SSL_SUPPORT}, {MIN_TLS})",
+        detail=f"on distribution {dist_id} with its ACM certificate ({SSL_SUPPORT}, {MIN_TLS})",
+        action="update" if has_alias else "create",
         apply=attach,
     )
 

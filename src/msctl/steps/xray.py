@@ -49,13 +49,13 @@ class XrayStep(Step):
 
     def reconcile(self, run: StepRun) -> dict:
         try:
-            return self._reconcile(run)
+            return self._group_and_rule(run)
         except ClientError as exc:
             if emulator_lacks(run, exc):
                 raise NotSupported(UNSUPPORTED) from exc
             raise
 
-    def _reconcile(self, run: StepRun) -> dict:
+    def _group_and_rule(self, run: StepRun) -> dict:
         cfg = run.config.xray
         xray = run.clients.xray
         lab = run.ctx.lab
