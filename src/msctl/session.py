@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -10,13 +12,14 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.console import Console
 
+from .aws.errors import describe
 from .config import LabConfig
 from .context import Context, Target, aws_target, make_session
-from .engine import runner
-from .engine.model import Status
-from .engine.step import Step
+from .engine import graph, runner
+from .engine.model import Pending, Status
+from .engine.step import Step, StepError, StepRun
 from .local import emulator
-from .state import StateStore
+from .state import StateError, StateStore
 from .steps import all_steps
 
 
@@ -149,6 +152,134 @@ class Session:
         )
         return doc
 
+    @staticmethod
+    def rebuild_state(
+        config: LabConfig, target_name: str, state_dir: Path, console: Console
+    ) -> dict:
+        """Move the state file aside (never deleted) and rebuild it from the lab's tags.
+
+        Each step runs a dry reconcile (what `verify` does: it finds resources by tags or
+        by their unique names) in dependency order; the resources it finds are recorded as
+        `apply` would record them, and its outputs too when none of them is still unknown
+        (a missing resource leaves Pending values: those outputs aren't written).
+        """
+        state = StateStore(state_dir, config.lab)
+        summary: dict = {"backup": None, "target": target_name, "steps": {}, "note": ""}
+        with state.locked("status --rebuild-state"):
+            summary["backup"] = _move_aside(state.path)
+            state.load()  # a missing file is an empty state
+            if target_name == "local":
+                info = emulator.status(state_dir)
+                if info is None:
+                    summary["note"] = (
+                        "the local emulator is not running, so nothing of the lab exists to "
+                        "rebuild the state from; `msctl up` starts it and builds the lab"
+                    )
+                    return summary
+                target = Target("local", config.region, info.endpoint, info.instance_id)
+            else:
+                target = resolve_target(config, target_name, state_dir, console)
+            state.set_meta(
+                target=target.name,
+                region=target.region,
+                endpoint=target.endpoint,
+                emulator_id=target.emulator_id,
+            )
+            ctx = Context(config, target, state)
+            steps = all_steps()
+            ctx.clients.prepare({svc for step in steps.values() for svc in step.services})
+            requires = {name: step.requires for name, step in steps.items()}
+            unreadable: set[str] = set()
+            for name in graph.order(requires):
+                summary["steps"][name] = _rebuild_step(ctx, steps[name], unreadable)
+        return summary
+
+
+class _Recorder(StepRun):
+    """A dry run that also keeps what each `ensure` found, as `apply` records it."""
+
+    def __init__(self, ctx: Context, step: str):
+        super().__init__(ctx, step, dry_run=True)
+        self.resources: dict[str, tuple[str, str | None]] = {}
+
+    def ensure(self, kind: str, name: str, *, find, id_key: str, arn_key=None, **kwargs):
+        def spy():
+            found = find()
+            if found is not None:
+                self.resources[f"{kind}:{name}"] = (found[id_key], found.get(arn_key or ""))
+            return found
+
+        return super().ensure(kind, name, find=spy, id_key=id_key, arn_key=arn_key, **kwargs)
+
+
+def _rebuild_step(ctx: Context, step: Step, unreadable: set[str]) -> dict:
+    """Record one step's found resources (and its outputs, when all are known)."""
+    entry: dict = {"resources": 0, "outputs": False, "missing": 0, "error": None}
+    blocked = [dep for dep in step.requires if dep in unreadable]
+    if blocked:
+        unreadable.add(step.name)
+        entry["error"] = f"not read: it needs step {blocked[0]}, which could not be read"
+        return entry
+    if not step.enabled(ctx):
+        entry["error"] = "disabled by config"
+        return entry
+    run = _Recorder(ctx, step.name)
+    try:
+        outputs = step.reconcile(run) or {}
+    except StepError as exc:
+        unreadable.add(step.name)
+        entry["error"] = str(exc)
+        return entry
+    except Exception as exc:  # an AWS error (or the target can't do it): this step only
+        unreadable.add(step.name)
+        entry["error"] = describe(exc)[0]
+        return entry
+    ctx.set_outputs(step.name, outputs)  # the next steps' dry reconciles read them
+    for key, (ident, arn) in run.resources.items():
+        ctx.state.record_resource(step.name, key, ident, arn)
+    entry["resources"] = len(run.resources)
+    entry["missing"] = sum(1 for c in run.changes if c.action == "create")
+    if not run.resources:
+        return entry
+    if _has_pending(outputs):
+        ctx.state.set_status(
+            step.name,
+            str(Status.FAILED),
+            f"rebuilt from the lab's tags; {entry['missing']} resource(s) missing: run `msctl up`",
+        )
+        return entry
+    ctx.state.set_outputs(step.name, outputs)
+    ctx.state.set_status(step.name, str(Status.COMPLETE), "rebuilt from the lab's tags")
+    entry["outputs"] = True
+    return entry
+
+
+def _has_pending(value) -> bool:
+    if isinstance(value, Pending):
+        return True
+    if isinstance(value, dict):
+        return any(_has_pending(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_pending(v) for v in value)
+    return False
+
+
+def _move_aside(path: Path) -> str | None:
+    """Rename the state file to `<name>.bak-<UTC timestamp>`; never delete it."""
+    if not path.exists():
+        return None
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+    try:
+        os.replace(path, backup)
+    except OSError as exc:
+        raise StateError(f"cannot move the state file {path} aside: {exc.strerror}") from None
+    return str(backup)
+
 
 ENDPOINTS = (
     ("site", "cloudfront", "domain_name", "https://{}/"),
@@ -171,7 +302,7 @@ def endpoints(state: StateStore) -> dict[str, str]:
 
 def _absent(checks) -> bool:
     """Nothing of the step exists: every check says missing."""
-    return bool(checks) and all(not c.ok and c.detail == "missing" for c in checks)
+    return bool(checks) and all(not c.ok and c.detail.startswith("missing") for c in checks)
 
 
 @contextmanager

@@ -70,10 +70,12 @@ def run(
         while pending or running:
             for name in [n for n in result.results if n in pending]:
                 deps = waits_for[name]
+                finished = [d for d in deps if d not in pending and d not in running.values()]
+                # verify only reads: a step whose dependency drifted is still worth checking.
                 blocked = [
                     d
-                    for d in deps
-                    if not result.results[d].ok and d not in pending and d not in running.values()
+                    for d in finished
+                    if not result.results[d].ok and action != "verify"
                 ]
                 if blocked:
                     pending.discard(name)
@@ -84,7 +86,7 @@ def run(
                         f"dependency {blocked[0]} {result.results[blocked[0]].status}",
                     )
                     continue
-                if all(result.results[d].ok for d in deps):
+                if len(finished) == len(deps):
                     pending.discard(name)
                     result.results[name].status = Status.RUNNING
                     ctx.emit(Event("start", name))
