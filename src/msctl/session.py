@@ -17,7 +17,7 @@ from .config import LabConfig
 from .context import Context, Target, aws_target, make_session
 from .engine import graph, runner
 from .engine.model import Pending, Status
-from .engine.step import Step, StepError, StepRun
+from .engine.step import NotSupported, Step, StepError, StepRun
 from .local import emulator
 from .state import StateError, StateStore
 from .steps import all_steps
@@ -119,7 +119,7 @@ class Session:
             res = result.results[name] if result else None
             recorded, _reason = state.status(name)
             shown = res.status if res else Status.SKIPPED
-            if res and recorded is None and _absent(res.checks):
+            if res and recorded is None and _absent(res.checks, steps[name].kept_after_down):
                 shown = Status.ABSENT
             doc["steps"][name] = {
                 "status": str(shown),
@@ -230,7 +230,11 @@ def _rebuild_step(ctx: Context, step: Step, unreadable: set[str]) -> dict:
         unreadable.add(step.name)
         entry["error"] = str(exc)
         return entry
-    except Exception as exc:  # an AWS error (or the target can't do it): this step only
+    except NotSupported as exc:
+        unreadable.add(step.name)
+        entry["error"] = f"not supported on this target: {exc}"
+        return entry
+    except Exception as exc:  # an AWS error: this step only
         unreadable.add(step.name)
         entry["error"] = describe(exc)[0]
         return entry
@@ -300,9 +304,10 @@ def endpoints(state: StateStore) -> dict[str, str]:
     return found
 
 
-def _absent(checks) -> bool:
-    """Nothing of the step exists: every check says missing."""
-    return bool(checks) and all(not c.ok and c.detail.startswith("missing") for c in checks)
+def _absent(checks, kept: tuple[str, ...]) -> bool:
+    """Nothing of the step exists: every check says missing, but for what it keeps on purpose."""
+    own = [c for c in checks if not (c.ok and c.name.startswith(kept))] if kept else checks
+    return bool(own) and all(not c.ok and c.detail.startswith("missing") for c in own)
 
 
 @contextmanager

@@ -48,6 +48,8 @@ class Step:
     requires: ClassVar[tuple[str, ...]] = ()
     services: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    # Kinds of resource the step deliberately leaves behind on destroy (account settings).
+    kept_after_down: ClassVar[tuple[str, ...]] = ()
 
     def enabled(self, ctx: Context) -> bool:
         """A step switched off by config (route53 without a domain) is skipped."""

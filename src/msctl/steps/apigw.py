@@ -411,6 +411,8 @@ class ApigwStep(Step):
     requires = ("lambda", "alb")
     services = ("apigateway", "lambda", "logs", "sts", "iam")
     description = "REST API, authorizer, routes to Lambda and the ALB, CORS, stage prod"
+    # The region's API Gateway logging role stays after down (see _teardown_logging_role).
+    kept_after_down = ("iam-role", "apigateway-account")
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.apigw
