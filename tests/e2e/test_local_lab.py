@@ -21,8 +21,12 @@ def msctl(state_dir: Path, *args: str, timeout: float = 600) -> subprocess.Compl
 
 
 def local(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([shutil.which("msctl"), "local", *args, "--state-dir", str(state_dir)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [shutil.which("msctl"), "local", *args, "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_lab_serves_real_requests_and_leaves_nothing(tmp_path):
@@ -42,20 +46,36 @@ def test_the_lab_serves_real_requests_and_leaves_nothing(tmp_path):
         assert checks.returncode == 0 and not failed, failed
         assert len(doc["checks"]) >= 25
 
-        load = msctl(state, "test-api", "--load", "--requests", "200", "--concurrency", "10",
-                     "--output", "json")
+        load = msctl(
+            state,
+            "test-api",
+            "--load",
+            "--requests",
+            "200",
+            "--concurrency",
+            "10",
+            "--output",
+            "json",
+        )
         summary = json.loads(load.stdout)
         assert load.returncode == 0, summary
         assert summary["status_codes"] == {"200": 200} and summary["errors"] == {}
 
         again = msctl(state, "up", "--output", "json")
         assert again.returncode == 0
-        assert {s["status"] for s in json.loads(again.stdout)["steps"].values()} <= {"nochange", "unsupported"}
+        assert {s["status"] for s in json.loads(again.stdout)["steps"].values()} <= {
+            "nochange",
+            "unsupported",
+        }
 
         down = msctl(state, "down")
         assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
         after = json.loads(msctl(state, "status", "--output", "json").stdout)
-        assert {s["status"] for s in after["steps"].values()} <= {"absent", "nochange", "unsupported"}, after
+        assert {s["status"] for s in after["steps"].values()} <= {
+            "absent",
+            "nochange",
+            "unsupported",
+        }, after
         assert not (state / "microservices.json").exists()
     finally:
         stop = local(state, "stop")

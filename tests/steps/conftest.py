@@ -34,10 +34,29 @@ class CallRecorder:
 
 # moto imports each service's backend on first use; steps run in threads, and two threads
 # importing the same backend at once deadlock on the import lock. Import them up front.
-for _service in ("acm", "apigateway", "applicationautoscaling", "cloudfront", "cloudwatch",
-                 "dynamodb", "ec2", "ecr", "ecs", "elbv2", "iam", "awslambda", "logs", "rds",
-                 "resourcegroupstaggingapi", "route53", "s3", "secretsmanager", "sns", "sts",
-                 "xray"):
+for _service in (
+    "acm",
+    "apigateway",
+    "applicationautoscaling",
+    "cloudfront",
+    "cloudwatch",
+    "dynamodb",
+    "ec2",
+    "ecr",
+    "ecs",
+    "elbv2",
+    "iam",
+    "awslambda",
+    "logs",
+    "rds",
+    "resourcegroupstaggingapi",
+    "route53",
+    "s3",
+    "secretsmanager",
+    "sns",
+    "sts",
+    "xray",
+):
     importlib.import_module(f"moto.{_service}.models")
 
 

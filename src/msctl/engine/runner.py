@@ -72,11 +72,7 @@ def run(
                 deps = waits_for[name]
                 finished = [d for d in deps if d not in pending and d not in running.values()]
                 # verify only reads: a step whose dependency drifted is still worth checking.
-                blocked = [
-                    d
-                    for d in finished
-                    if not result.results[d].ok and action != "verify"
-                ]
+                blocked = [d for d in finished if not result.results[d].ok and action != "verify"]
                 if blocked:
                     pending.discard(name)
                     _finish(

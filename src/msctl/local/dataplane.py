@@ -200,8 +200,12 @@ def serve(state_dir: Path, config_path: Path, overrides: list[str]) -> None:
     pg = LocalPostgres(
         pg_dir, free_port(), superuser=secret["username"], password=secret["password"]
     )
-    functions = FunctionRunner(info.endpoint, config.region, Path(state_dir) / "functions",
-                               code_source=lab_code_source(config))
+    functions = FunctionRunner(
+        info.endpoint,
+        config.region,
+        Path(state_dir) / "functions",
+        code_source=lab_code_source(config),
+    )
     services = ServiceRunner(clients, config, "127.0.0.1", pg.port, Path(state_dir))
     try:
         pg.init()
