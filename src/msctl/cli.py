@@ -278,17 +278,38 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, ou
         steps = all_steps()
         selected = runner.select(steps, selected_only, "destroy")
         session.prepare_clients(steps, selected)
+        swept = None
         with report.Progress(console, selected, enabled=output == "table") as progress:
             session.ctx.listener = progress
             result = runner.run(session.ctx, steps, "destroy", selected=selected, parallel=parallel)
-        if result.ok and selected_only is None:
+            if selected_only is None:
+                # Whatever is still tagged for the lab: orphans of interrupted runs, and what
+                # the walk couldn't remove (duplicates, a blocked dependency). The sweep orders
+                # its deletions itself, so it runs after a failed walk too.
+                from .sweep import sweep
+
+                swept = sweep(session.ctx)
+        clean = swept.ok if swept is not None else result.ok
+        if clean and selected_only is None:
             session.state.delete()
             if session.target.is_local:
                 from .local import dataplane
 
                 dataplane.remove_data(state_dir)
-        _finish(console, result, output, ctx.obj["verbose"])
-        if not result.ok:
+        if output == "json":
+            doc = report.result_to_json(result)
+            doc["sweep"] = report.sweep_to_json(swept) if swept is not None else None
+            doc["ok"] = clean
+            report.print_json(console, doc)
+        else:
+            _finish(console, result, output, ctx.obj["verbose"])
+            if swept is not None:
+                report.print_sweep(console, swept)
+                if clean and not result.ok:
+                    console.print(
+                        "The sweep removed what the walk could not: nothing of the lab remains."
+                    )
+        if not clean:
             ctx.exit(EXIT_FAILED)
 
 
@@ -298,9 +319,15 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, ou
 @main.command()
 @config_options
 @output_option
+@click.option(
+    "--rebuild-state",
+    is_flag=True,
+    help="Move the state file aside (to <lab>.json.bak-<UTC time>, never deleted) and rebuild "
+    "it from the lab's tags, e.g. after it was corrupted.",
+)
 @click.pass_context
 @handle_errors
-def status(ctx, config_path, target, state_dir, overrides, output):
+def status(ctx, config_path, target, state_dir, overrides, output, rebuild_state):
     """Show the lab: each step's resources, checked against AWS, and its endpoints.
 
     Exits 1 when something is missing or differs from the config.
@@ -309,10 +336,19 @@ def status(ctx, config_path, target, state_dir, overrides, output):
     Examples:
       msctl status
       msctl status --output json
+      msctl status --rebuild-state      (the state file is corrupt or lost)
     """
     config = _load(config_path, overrides)
     console = report.make_console()
+    rebuilt = None
+    if rebuild_state:
+        notices = report.make_console(stderr=True)
+        rebuilt = Session.rebuild_state(config, target, state_dir, notices)
+        if output != "json":
+            report.print_rebuilt(console, rebuilt)
     doc = Session.status(config, target, state_dir)
+    if rebuilt is not None:
+        doc["rebuilt"] = rebuilt
     if output == "json":
         report.print_json(console, doc)
     else:

@@ -230,6 +230,25 @@ def print_status(console: Console, doc: dict) -> None:
         console.print(f"{key}: {value}")
 
 
+def print_rebuilt(console: Console, rebuilt: dict) -> None:
+    """What `status --rebuild-state` did (Session.rebuild_state's summary)."""
+    if rebuilt.get("backup"):
+        console.print(f"moved the old state file aside to {_escape(rebuilt['backup'])}")
+    if rebuilt.get("note"):
+        console.print(f"[yellow]! {_escape(rebuilt['note'])}[/]")
+        return
+    steps = rebuilt.get("steps", {})
+    resources = sum(s["resources"] for s in steps.values())
+    found = [name for name, s in steps.items() if s["resources"]]
+    console.print(
+        f"rebuilt the state from the lab's tags: {resources} resource(s) in "
+        f"{len(found)} step(s)" + (f" ({', '.join(found)})" if found else "")
+    )
+    for name, step in steps.items():
+        if step.get("error") and step["error"] != "disabled by config":
+            console.print(f"[yellow]! {name}: not rebuilt: {_escape(step['error'])}[/]")
+
+
 def print_billable(console: Console, items: list[Billable]) -> None:
     table = Table(title="billable resources this will create")
     for col in ("resource", "name", "USD/hour", "note"):
@@ -242,6 +261,63 @@ def print_billable(console: Console, items: list[Billable]) -> None:
         f"about ${hourly:.3f}/hour (${hourly * 24:.2f}/day) while the lab exists; "
         "`msctl down` removes all of it"
     )
+
+
+def sweep_to_json(result) -> dict:
+    """The sweep after `down`'s walk (msctl.sweep.SweepResult) as a JSON document."""
+    return {
+        "lab": result.lab,
+        "ok": result.ok,
+        "removed": [asdict(item) for item in result.removed],
+        "remaining": [asdict(item) for item in result.remaining],
+        "kept": [asdict(item) for item in result.kept],
+        "problems": list(result.problems),
+        "remaining_usd_per_hour": round(result.hourly, 4),
+    }
+
+
+def _leftover(item) -> str:
+    name = f" ({item.name})" if item.name and item.name != item.id else ""
+    return f"{item.kind} {item.id}{name}"
+
+
+def print_sweep(console: Console, result) -> None:
+    """What the sweep removed, kept and couldn't remove: one line each, so logs stay greppable."""
+    lab = result.lab
+    if not (result.removed or result.remaining or result.kept or result.problems):
+        console.print(f"sweep: nothing tagged for lab {lab} remains")
+        return
+    if result.removed:
+        console.print(
+            f"sweep: removed {len(result.removed)} resource(s) still tagged for lab {lab} "
+            "after the walk:"
+        )
+        for item in result.removed:
+            console.print(f"  - {_escape(_leftover(item))}", highlight=False)
+    for item in result.kept:
+        console.print(
+            f"[yellow]! sweep: kept {_escape(_leftover(item))} "
+            f"(${item.hourly:.4f}/hour): {_escape(item.note)}[/]",
+            highlight=False,
+        )
+    for problem in result.problems:
+        console.print(f"[bold red]Error: sweep: {_escape(problem)}[/]", highlight=False)
+    if result.remaining:
+        hourly = result.hourly
+        console.print(
+            f"[bold red]Error: {len(result.remaining)} resource(s) tagged for lab {lab} "
+            f"remain, about ${hourly:.4f}/hour (${hourly * 24:.2f}/day):[/]",
+            highlight=False,
+        )
+        for item in result.remaining:
+            console.print(
+                f"  {_escape(_leftover(item))} in {item.region}: ${item.hourly:.4f}/hour; "
+                f"{_escape(item.note)}",
+                highlight=False,
+            )
+        console.print("  next: fix what is named above and run `msctl down` again")
+    elif not result.problems:
+        console.print(f"sweep: nothing else tagged for lab {lab} remains")
 
 
 def error(console: Console, message: str) -> None:

@@ -42,7 +42,8 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 REBUILD_HINT = (
-    "move it aside and run `msctl status --rebuild-state` to rebuild it from the lab's tags"
+    "run `msctl status --rebuild-state`: it moves the file aside and rebuilds the state "
+    "from the lab's tags"
 )
 
 _SECRET_MARKERS = ("password", "secret_value", "secretstring", "private_key", "token")

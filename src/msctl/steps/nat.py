@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ..aws.tags import ec2_filters, ec2_spec
+from ..aws.tags import LAB, NAME, as_dict, ec2_filters, ec2_spec
 from ..engine.model import is_pending
 from ..engine.step import Resource, Step, StepError, StepRun, only_one
 from .vpc import DEFAULT_ROUTE, default_route_fix
@@ -16,6 +16,7 @@ from .vpc import DEFAULT_ROUTE, default_route_fix
 LIVE_NAT_STATES = ["pending", "available"]
 NAT_CREATE_TIMEOUT = 600
 NAT_DELETE_TIMEOUT = 600
+NEW_ID_TIMEOUT = 60
 
 
 class NatStep(Step):
@@ -63,7 +64,14 @@ class NatStep(Step):
         rt = (
             {"RouteTableId": rt_id, "Routes": []}
             if is_pending(rt_id)
-            else ec2.describe_route_tables(RouteTableIds=[rt_id])["RouteTables"][0]
+            # The vpc step may have created it a moment ago: EC2 reads are eventually
+            # consistent, and a new id can answer NotFound for a few seconds.
+            else run.retry(
+                lambda: ec2.describe_route_tables(RouteTableIds=[rt_id])["RouteTables"][0],
+                codes=("InvalidRouteTableID.NotFound",),
+                timeout=NEW_ID_TIMEOUT,
+                reason=f"the new route table {rt_id} is not visible yet",
+            )
         )
         fix = default_route_fix(ec2, rt, {"NatGatewayId": nat_id})
         run.setting(
@@ -114,6 +122,13 @@ def find_nat(ec2, lab: str, name: str) -> Resource | None:
     # Deleted NAT gateways stay visible for about an hour: only live ones count.
     filters = ec2_filters(lab, name) + [{"Name": "state", "Values": LIVE_NAT_STATES}]
     nats = ec2.describe_nat_gateways(Filters=filters)["NatGateways"]
+    # moto ignores tag filters on this call: check the tags (harmless on AWS).
+    wanted = {LAB: lab, NAME: name}
+    nats = [
+        n
+        for n in nats
+        if n.get("State") in LIVE_NAT_STATES and wanted.items() <= as_dict(n.get("Tags")).items()
+    ]
     return only_one(nats, f"NAT gateways named {name}")
 
 
