@@ -70,6 +70,9 @@ def aws(monkeypatch, request):
         # Loading the AWS-managed IAM policies costs ~2 s per test; tests that need them opt in
         # with @pytest.mark.managed_policies.
         "MOTO_IAM_LOAD_MANAGED_POLICIES": "true" if managed else "false",
+        # ECS services report this many running tasks (as the local emulator does); without
+        # it no service ever reaches steady state.
+        "MOTO_ECS_SERVICE_RUNNING": "2",
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
