@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -11,6 +12,13 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 from .errors import error_code
 
 T = TypeVar("T")
+
+
+def sleep(seconds: float) -> None:
+    """How a retry waits between attempts. Tests that inject many faults replace it with a
+    scaled-down sleep (the schedule, exponential with jitter and bounded by `timeout`,
+    stays the same)."""
+    time.sleep(seconds)
 
 
 def retry_eventual(
@@ -41,6 +49,7 @@ def retry_eventual(
         stop=stop_after_delay(timeout),
         wait=wait_random_exponential(multiplier=0.5, max=max_wait),
         before_sleep=before_sleep,
+        sleep=lambda seconds: sleep(seconds),
         reraise=True,
     )
     return retrying(fn)
