@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..aws.retry import retry_eventual
+from ..aws.tags import LAB
 from ..aws.waiters import wait_for
 from .model import Change, Check, Event, Pending, is_pending
 
@@ -268,6 +269,32 @@ class StepRun:
         return retry_eventual(
             fn, codes=codes, reason=reason, timeout=timeout, on_wait=self.waiting, match=match
         )
+
+
+def claim(
+    resource: Resource,
+    tags: dict[str, str],
+    *,
+    lab: str,
+    kind: str,
+    name: str,
+    on_foreign: StepRun | None,
+    config_key: str,
+) -> Resource | None:
+    """The resource if it carries this lab's tag. Someone else's same-named resource is an
+    error when reconciling (never adopted) and left alone, with a note, when destroying
+    (pass the run as `on_foreign` there)."""
+    if tags.get(LAB) == lab:
+        return resource
+    if on_foreign is not None:
+        on_foreign.emit("note", f"{kind} {name} is not tagged {LAB}={lab}: left alone")
+        return None
+    raise StepError(
+        f"a {kind} named {name} exists but isn't this lab's (tag {LAB} is "
+        f"{tags.get(LAB)!r}, expected {lab!r})",
+        hint="msctl doesn't adopt resources it didn't create: delete or rename it, or change "
+        f"{config_key} in the config",
+    )
 
 
 def only_one(items: list[Resource], what: str) -> Resource | None:

@@ -12,9 +12,9 @@ import json
 from botocore.exceptions import ClientError
 
 from ..aws.errors import is_code
-from ..aws.tags import LAB, as_dict, as_list
+from ..aws.tags import as_dict, as_list
 from ..engine.model import Pending, is_pending
-from ..engine.step import Fix, Resource, Step, StepError, StepRun
+from ..engine.step import Fix, Resource, Step, StepError, StepRun, claim
 
 HTTP_PORT = 80
 HTTPS_PORT = 443
@@ -266,16 +266,14 @@ def _owned(
     error when reconciling (never adopted) and left alone, with a note, when destroying."""
     described = elb.describe_tags(ResourceArns=[arn])["TagDescriptions"]
     tags = as_dict(described[0].get("Tags")) if described else {}
-    if tags.get(LAB) == lab:
-        return resource
-    if on_foreign is not None:
-        on_foreign.emit("note", f"{kind} {name} is not tagged {LAB}={lab}: left alone")
-        return None
-    raise StepError(
-        f"a {kind} named {name} exists but isn't this lab's (tag {LAB} is "
-        f"{tags.get(LAB)!r}, expected {lab!r})",
-        hint="msctl doesn't adopt resources it didn't create: delete or rename it, or change "
-        "the name in the alb section of the config",
+    return claim(
+        resource,
+        tags,
+        lab=lab,
+        kind=kind,
+        name=name,
+        on_foreign=on_foreign,
+        config_key="the alb section",
     )
 
 

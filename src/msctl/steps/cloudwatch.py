@@ -30,9 +30,9 @@ from botocore.exceptions import ClientError
 
 from ..aws.errors import is_code
 from ..aws.logs import find_log_group
-from ..aws.tags import LAB, as_dict, as_list
+from ..aws.tags import as_dict, as_list
 from ..engine.model import Check, is_pending
-from ..engine.step import Fix, Resource, Step, StepError, StepRun, only_one
+from ..engine.step import Fix, Resource, Step, StepRun, claim, only_one
 
 PERIOD = 300
 WIDGET_WIDTH = 12
@@ -356,19 +356,6 @@ def alarm_specs(config) -> list[dict]:
 # ---------------------------------------------------------------- lookups
 
 
-def _foreign(kind: str, name: str, lab: str, tags: dict, on_foreign: StepRun | None) -> None:
-    """Someone else's same-named resource: an error when reconciling (never adopted), left
-    alone with a note when destroying."""
-    if on_foreign is not None:
-        on_foreign.emit("note", f"{kind} {name} is not tagged {LAB}={lab}: left alone")
-        return
-    raise StepError(
-        f"a {kind} named {name} exists but isn't this lab's (tag {LAB} is "
-        f"{tags.get(LAB)!r}, expected {lab!r})",
-        hint="msctl doesn't adopt resources it didn't create: delete or rename it",
-    )
-
-
 def find_dashboard(cw, name: str) -> Resource | None:
     try:
         found = cw.get_dashboard(DashboardName=name)
@@ -385,10 +372,15 @@ def find_alarm(cw, lab: str, name: str, on_foreign: StepRun | None = None) -> Re
     if alarm is None:
         return None
     tags = as_dict(cw.list_tags_for_resource(ResourceARN=alarm["AlarmArn"]).get("Tags"))
-    if tags.get(LAB) == lab:
-        return alarm
-    _foreign("CloudWatch alarm", name, lab, tags, on_foreign)
-    return None
+    return claim(
+        alarm,
+        tags,
+        lab=lab,
+        kind="CloudWatch alarm",
+        name=name,
+        on_foreign=on_foreign,
+        config_key="the cloudwatch section",
+    )
 
 
 def find_topic(sns, lab: str, name: str, on_foreign: StepRun | None = None) -> Resource | None:
@@ -404,10 +396,15 @@ def find_topic(sns, lab: str, name: str, on_foreign: StepRun | None = None) -> R
     if topic is None:
         return None
     tags = as_dict(sns.list_tags_for_resource(ResourceArn=topic["TopicArn"]).get("Tags"))
-    if tags.get(LAB) == lab:
-        return topic
-    _foreign("SNS topic", name, lab, tags, on_foreign)
-    return None
+    return claim(
+        topic,
+        tags,
+        lab=lab,
+        kind="SNS topic",
+        name=name,
+        on_foreign=on_foreign,
+        config_key="the cloudwatch section",
+    )
 
 
 def _email_subscriptions(sns, topic_arn: str) -> list[dict]:

@@ -23,9 +23,9 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from ..aws.errors import is_code
-from ..aws.tags import LAB, as_dict, as_list
+from ..aws.tags import as_dict, as_list
 from ..engine.model import Pending, is_pending
-from ..engine.step import Fix, NotSupported, Resource, Step, StepError, StepRun
+from ..engine.step import Fix, NotSupported, Resource, Step, StepError, StepRun, claim
 from .ecr_image import MANIFEST_MEDIA_TYPE, ImageBlobs, build_image, digest, source_files
 
 TAG_PREFIX = "src-"
@@ -136,16 +136,14 @@ def find_repository(ecr, lab: str, name: str, on_foreign: StepRun | None = None)
             return None
         raise
     tags = as_dict(ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"])
-    if tags.get(LAB) == lab:
-        return repo
-    if on_foreign is not None:
-        on_foreign.emit("note", f"repository {name} is not tagged {LAB}={lab}: left alone")
-        return None
-    raise StepError(
-        f"an ECR repository named {name} exists but isn't this lab's (tag {LAB} "
-        f"is {tags.get(LAB)!r}, expected {lab!r})",
-        hint="msctl doesn't adopt resources it didn't create: delete or rename that "
-        "repository, or change ecr.repositories in the config",
+    return claim(
+        repo,
+        tags,
+        lab=lab,
+        kind="ECR repository",
+        name=name,
+        on_foreign=on_foreign,
+        config_key="ecr.repositories",
     )
 
 

@@ -22,7 +22,7 @@ from ..aws.errors import is_code
 from ..aws.logs import ensure_log_group, remove_log_group
 from ..aws.tags import LAB
 from ..engine.model import Check, Pending, is_pending
-from ..engine.step import Fix, Resource, Step, StepError, StepRun
+from ..engine.step import Fix, Resource, Step, StepError, StepRun, claim
 
 LAUNCH_TYPE = "FARGATE"
 CAPACITY_PROVIDER = "FARGATE"
@@ -835,15 +835,15 @@ def find_cluster(ecs, lab: str, name: str, on_foreign: StepRun | None = None) ->
     cluster = _describe_cluster(ecs, name)
     if cluster is None:
         return None
-    if _lab_of(cluster.get("tags")) == lab:
-        return cluster
-    if on_foreign is not None:
-        on_foreign.emit("note", f"ECS cluster {name} is not tagged {LAB}={lab}: left alone")
-        return None
-    raise StepError(
-        f"an ECS cluster named {name} exists but isn't this lab's (no {LAB}={lab} tag)",
-        hint="msctl doesn't adopt resources it didn't create: delete that cluster, or change "
-        "ecs.cluster in the config",
+    tags = {LAB: _lab_of(cluster.get("tags"))}
+    return claim(
+        cluster,
+        tags,
+        lab=lab,
+        kind="ECS cluster",
+        name=name,
+        on_foreign=on_foreign,
+        config_key="ecs.cluster",
     )
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..aws.tags import LAB, as_dict, as_list
-from ..engine.step import Fix, NotSupported, Resource, Step, StepError, StepRun, only_one
+from ..aws.tags import as_dict, as_list
+from ..engine.step import Fix, NotSupported, Resource, Step, StepRun, claim, only_one
 
 RULE_NAME_MAX = 32
 RULE_SETTINGS = {
@@ -174,16 +174,14 @@ def _owned(
     """Someone else's same-named group or rule is an error when reconciling (never adopted)
     and left alone, with a note, when destroying."""
     tags = as_dict(_pages(lambda **kw: xray.list_tags_for_resource(ResourceARN=arn, **kw), "Tags"))
-    if tags.get(LAB) == lab:
-        return resource
-    if on_foreign is not None:
-        on_foreign.emit("note", f"{kind} {name} is not tagged {LAB}={lab}: left alone")
-        return None
-    raise StepError(
-        f"an {kind} named {name} exists but isn't this lab's (tag {LAB} is "
-        f"{tags.get(LAB)!r}, expected {lab!r})",
-        hint="msctl doesn't adopt resources it didn't create: delete or rename it, or change "
-        "the xray section of the config",
+    return claim(
+        resource,
+        tags,
+        lab=lab,
+        kind=kind,
+        name=name,
+        on_foreign=on_foreign,
+        config_key="the xray section",
     )
 
 
