@@ -49,6 +49,7 @@ from .steps import (
     rds,
     route53,
     s3,
+    sg,
     vpc,
     xray,
 )
@@ -614,13 +615,7 @@ def _vpc(sw: Sweeper, item: Item) -> dict | None:
 
 
 def _delete_vpc(sw: Sweeper, item: Item, _found: dict) -> None:
-    ec2 = sw.client("ec2", item.region)
-    sw.run_.retry(
-        lambda: ec2.delete_vpc(VpcId=item.id),
-        codes=("DependencyViolation",),
-        timeout=vpc.DRAIN_TIMEOUT,
-        reason="resources inside the VPC are still being deleted",
-    )
+    vpc.delete_vpc(sw.run_, sw.client("ec2", item.region), item.id)
 
 
 def _subnet(sw: Sweeper, item: Item) -> dict | None:
@@ -629,13 +624,7 @@ def _subnet(sw: Sweeper, item: Item) -> dict | None:
 
 
 def _delete_subnet(sw: Sweeper, item: Item, _found: dict) -> None:
-    ec2 = sw.client("ec2", item.region)
-    sw.run_.retry(
-        lambda: ec2.delete_subnet(SubnetId=item.id),
-        codes=("DependencyViolation",),
-        timeout=vpc.DRAIN_TIMEOUT,
-        reason="network interfaces of deleted services are still draining",
-    )
+    vpc.delete_subnet(sw.run_, sw.client("ec2", item.region), item.id)
 
 
 def _igw(sw: Sweeper, item: Item) -> dict | None:
@@ -685,14 +674,7 @@ def _revoke_references(sw: Sweeper, items: list[Item]) -> None:
 def _delete_group(sw: Sweeper, item: Item, found: dict) -> None:
     if found.get("GroupName") == "default":
         return  # a VPC's default group goes with its VPC
-    ec2 = sw.client("ec2", item.region)
-    sw.run_.retry(
-        lambda: ec2.delete_security_group(GroupId=item.id),
-        codes=("DependencyViolation", "InvalidGroup.InUse"),
-        timeout=vpc.DRAIN_TIMEOUT,
-        reason="network interfaces of deleted tasks, databases or load balancers still use "
-        "the group",
-    )
+    sg.delete_group(sw.run_, sw.client("ec2", item.region), item.id)
 
 
 def _nat(sw: Sweeper, item: Item) -> dict | None:

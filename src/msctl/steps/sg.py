@@ -100,14 +100,18 @@ class SgStep(Step):
                 "security-group",
                 name,
                 find=lambda n=name: existing[n],
-                delete=lambda g: run.retry(
-                    lambda: ec2.delete_security_group(GroupId=g["GroupId"]),
-                    codes=("DependencyViolation", "InvalidGroup.InUse"),
-                    timeout=DRAIN_TIMEOUT,
-                    reason="network interfaces of deleted tasks, databases or load balancers "
-                    "still use the group",
-                ),
+                delete=lambda g: delete_group(run, ec2, g["GroupId"]),
             )
+
+
+def delete_group(run: StepRun, ec2, group_id: str) -> None:
+    run.retry(
+        lambda: ec2.delete_security_group(GroupId=group_id),
+        codes=("DependencyViolation", "InvalidGroup.InUse"),
+        timeout=DRAIN_TIMEOUT,
+        reason="network interfaces of deleted tasks, databases or load balancers "
+        "still use the group",
+    )
 
 
 def find_group(ec2, lab: str, name: str) -> Resource | None:

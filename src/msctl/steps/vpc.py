@@ -128,23 +128,13 @@ class VpcStep(Step):
                 "subnet",
                 subnet.name,
                 find=lambda s=subnet: _find_tagged(ec2.describe_subnets, "Subnets", lab, s.name),
-                delete=lambda found: run.retry(
-                    lambda: ec2.delete_subnet(SubnetId=found["SubnetId"]),
-                    codes=("DependencyViolation",),
-                    timeout=DRAIN_TIMEOUT,
-                    reason="network interfaces of deleted services are still draining",
-                ),
+                delete=lambda found: delete_subnet(run, ec2, found["SubnetId"]),
             )
         run.remove(
             "vpc",
             cfg.name,
             find=lambda: find_vpc(ec2, lab, cfg.name),
-            delete=lambda vpc: run.retry(
-                lambda: ec2.delete_vpc(VpcId=vpc["VpcId"]),
-                codes=("DependencyViolation",),
-                timeout=DRAIN_TIMEOUT,
-                reason="resources inside the VPC are still being deleted",
-            ),
+            delete=lambda found: delete_vpc(run, ec2, found["VpcId"]),
         )
 
 
@@ -297,6 +287,24 @@ def default_route_fix(ec2, rt: Resource, target: dict) -> Fix | None:
 
 
 # ---------------------------------------------------------------- delete
+
+
+def delete_subnet(run: StepRun, ec2, subnet_id: str) -> None:
+    run.retry(
+        lambda: ec2.delete_subnet(SubnetId=subnet_id),
+        codes=("DependencyViolation",),
+        timeout=DRAIN_TIMEOUT,
+        reason="network interfaces of deleted services are still draining",
+    )
+
+
+def delete_vpc(run: StepRun, ec2, vpc_id: str) -> None:
+    run.retry(
+        lambda: ec2.delete_vpc(VpcId=vpc_id),
+        codes=("DependencyViolation",),
+        timeout=DRAIN_TIMEOUT,
+        reason="resources inside the VPC are still being deleted",
+    )
 
 
 def _delete_route_table(run: StepRun, rt: Resource) -> None:
