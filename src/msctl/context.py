@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import boto3
 
 from .aws.clients import Clients
+from .aws.errors import describe
 from .aws.tags import lab_tags
 from .config import LabConfig
 from .engine.model import Event
@@ -50,6 +51,11 @@ class Context:
         self.poll_interval = poll_interval
         self._outputs: dict[str, dict] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def describe_error(exc: BaseException) -> tuple[str, str]:
+        """An error the engine doesn't know, as (one line, what to do next)."""
+        return describe(exc)
 
     @property
     def lab(self) -> str:

@@ -358,13 +358,17 @@ class StateStore:
 
         self._mutate(change)
 
-    def forget_resource(self, step: str, logical: str) -> None:
+    def forget_id(self, step: str, id: str) -> None:
+        """Forget the resources recorded with this id (after their delete)."""
         with self._rlock:
-            if logical not in self._loaded()["steps"].get(step, {}).get("resources", {}):
+            recorded = self._loaded()["steps"].get(step, {}).get("resources", {})
+            keys = [k for k, entry in recorded.items() if entry.get("id") == id]
+            if not keys:
                 return
 
             def change(body: dict) -> None:
-                del self._step_for_update(body, step)["resources"][logical]
+                for key in keys:
+                    self._step_for_update(body, step)["resources"].pop(key, None)
 
             self._mutate(change)
 

@@ -20,7 +20,7 @@ from msctl.engine.model import Status
 from msctl.engine.step import StepError
 from msctl.steps import ecr as ecr_step
 from msctl.steps.ecr import push_method, source_hash
-from msctl.steps.ecr_image import (
+from msctl.build.ecr_image import (
     CONFIG_MEDIA_TYPE,
     LAYER_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,

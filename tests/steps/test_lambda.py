@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from msctl.steps.lambda_package import (
+from msctl.build.lambda_package import (
     FIXED_DATE_TIME,
     SHARED_SOURCE,
     build_zip,

@@ -7,11 +7,15 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
+from ..engine.step import StepError
 from .errors import ErrorKind, classify
 
 
-class WaitTimeout(Exception):
+class WaitTimeout(StepError):
     """A resource didn't reach the wanted state in time."""
+
+    def __init__(self, message: str):
+        super().__init__(message, hint="run the same command again to keep waiting")
 
 
 def wait_for(

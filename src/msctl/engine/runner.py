@@ -9,8 +9,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from ..aws.errors import describe
-from ..aws.waiters import WaitTimeout
 from . import graph
 from .model import Event, Status, StepResult
 from .step import NotSupported, Step, StepError
@@ -18,8 +16,9 @@ from .step import NotSupported, Step, StepError
 if TYPE_CHECKING:
     from ..context import Context
 
-Action = Literal["plan", "apply", "destroy", "plan-destroy", "verify"]
-FORWARD = {"plan", "apply", "verify"}
+Action = Literal["plan", "apply", "destroy", "plan-destroy", "verify", "rebuild"]
+FORWARD = {"plan", "apply", "verify", "rebuild"}
+READ_ONLY = {"verify", "rebuild"}  # a step whose dependency drifted is still worth reading
 
 
 @dataclass
@@ -71,8 +70,9 @@ def run(
             for name in [n for n in result.results if n in pending]:
                 deps = waits_for[name]
                 finished = [d for d in deps if d not in pending and d not in running.values()]
-                # verify only reads: a step whose dependency drifted is still worth checking.
-                blocked = [d for d in finished if not result.results[d].ok and action != "verify"]
+                blocked = [
+                    d for d in finished if not result.results[d].ok and action not in READ_ONLY
+                ]
                 if blocked:
                     pending.discard(name)
                     _finish(
@@ -119,36 +119,38 @@ def _run_step(ctx: Context, step: Step, action: Action) -> tuple[Status, str, di
             if action == "apply":
                 ctx.state.set_outputs(step.name, outputs)
             payload.update(outputs=outputs, changes=changes)
-            verbs = (
-                ("would change", "up to date") if action == "plan" else ("changed", "no changes")
-            )
+            verbs = ("to change", "up to date") if action == "plan" else ("changed", "no changes")
             status, reason = _changed(changes, *verbs)
         elif action in ("destroy", "plan-destroy"):
             payload["changes"] = step.destroy(ctx, dry_run=action == "plan-destroy")
             if action == "destroy":
                 ctx.state.clear_step(step.name)
-            status, reason = _changed(payload["changes"], "removed", "nothing to remove")
-        else:  # verify
-            outputs, checks = step.check(ctx)
+            verb = "removed" if action == "destroy" else "to remove"
+            status, reason = _changed(payload["changes"], verb, "nothing to remove")
+        else:  # verify, rebuild: read (and for rebuild, record) what exists
+            outputs, checks = step.check(ctx) if action == "verify" else step.rebuild(ctx)
             ctx.set_outputs(step.name, outputs)
             payload.update(outputs=outputs, checks=checks)
             bad = [c for c in checks if not c.ok]
-            status = Status.FAILED if bad else Status.NOCHANGE
-            reason = (
-                f"{len(bad)} check(s) failed: {bad[0].name}" if bad else f"{len(checks)} checks ok"
-            )
-            if bad:
-                payload["error"] = "; ".join(f"{c.name}: {c.detail}" for c in bad)
+            if action == "rebuild":
+                status = Status.COMPLETE
+                reason = f"rebuilt: {len(checks) - len(bad)} found, {len(bad)} missing"
+            else:
+                status = Status.FAILED if bad else Status.NOCHANGE
+                reason = (
+                    f"{len(bad)} check(s) failed: {bad[0].name}"
+                    if bad
+                    else f"{len(checks)} checks ok"
+                )
+                if bad:
+                    payload["error"] = "; ".join(f"{c.name}: {c.detail}" for c in bad)
     except NotSupported as exc:
         status, reason = Status.UNSUPPORTED, str(exc)
     except StepError as exc:
         status, reason = Status.FAILED, str(exc)
         payload.update(error=str(exc), hint=exc.hint)
-    except WaitTimeout as exc:
-        status, reason = Status.FAILED, str(exc)
-        payload.update(error=str(exc), hint="run the same command again to keep waiting")
     except Exception as exc:  # any AWS or unexpected error fails this step only
-        message, hint = describe(exc)
+        message, hint = ctx.describe_error(exc)
         status, reason = Status.FAILED, message
         payload.update(error=message, hint=hint, debug=traceback.format_exc())
     if action == "apply" or (action == "destroy" and status is Status.FAILED):
@@ -159,5 +161,5 @@ def _run_step(ctx: Context, step: Step, action: Action) -> tuple[Status, str, di
 
 def _changed(changes: list, changed: str, unchanged: str) -> tuple[Status, str]:
     if changes:
-        return Status.COMPLETE, f"{changed}: {len(changes)} resource change(s)"
+        return Status.COMPLETE, f"{len(changes)} {changed}"
     return Status.NOCHANGE, unchanged

@@ -88,7 +88,7 @@ class FunctionSpec:
 
 def lab_code_source(config) -> Callable[[str], bytes | None]:
     """``code_source`` packaging the lab's functions (by deployed name) like the lambda step."""
-    from ..steps.lambda_package import function_zip
+    from ..build.lambda_package import function_zip
 
     keys = {function.name: key for key, function in config.lambda_.functions.items()}
     return lambda name: function_zip(config, keys[name]) if name in keys else None

@@ -106,7 +106,7 @@ class ServiceRunner:
         self.tasks: list[RunningTask] = []
 
     def start_all(self) -> list[RunningTask]:
-        from ..steps.ecr import source_hash
+        from ..build.ecr_image import source_hash
 
         ecs = self.clients.ecs
         cluster = self.config.ecs.cluster

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import json
 
-from botocore.exceptions import ClientError
-
-from ..aws.errors import is_code
-from ..aws.tags import as_dict, as_list
+from ..aws.tags import as_list
 from ..engine.model import Pending, is_pending
-from ..engine.step import Fix, Resource, Step, StepError, StepRun, claim
+from ..engine.step import StepError
+from ..resources import Resource
+from ..resources.base import Part
+from ..resources.compute import LOAD_BALANCER, TARGET_GROUP
+from .base import LabStep
+from .run import Fix, StepRun
 
 HTTP_PORT = 80
 HTTPS_PORT = 443
 SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 RULE_PRIORITY_STEP = 10
 ACTIVE_TIMEOUT = 600  # 2-3 min on AWS
-DELETE_TIMEOUT = 600
-TG_IN_USE_TIMEOUT = 300
+LISTENER = Part("listener", "ListenerArn", "ListenerArn")  # deleted with its load balancer
 DEFAULT_ACTION = {
     "Type": "fixed-response",
     "FixedResponseConfig": {
@@ -33,31 +34,27 @@ DEFAULT_ACTION = {
 }
 
 
-class AlbStep(Step):
+class AlbStep(LabStep):
     name = "alb"
     requires = ("vpc", "sg")
     services = ("elbv2",)
     description = "application load balancer, target groups, listeners and path rules"
+    kinds = (TARGET_GROUP, LOAD_BALANCER)  # the load balancer (and its listeners) first
+
+    def names(self, config):
+        groups = [(TARGET_GROUP, tg.name) for tg in config.alb.target_groups.values()]
+        return [(LOAD_BALANCER, config.alb.name), *groups]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.alb
         elb = run.clients.elbv2
-        lab = run.ctx.lab
         net = run.outputs_of("vpc")
         vpc_id = net["vpc_id"]
         subnet_ids = list(net["public_subnet_ids"])
         sg_id = run.outputs_of("sg")["group_ids"][cfg.security_group]
 
-        seen: dict[str, Resource] = {}
-
-        def find_lb():
-            lb = find_load_balancer(elb, lab, cfg.name)
-            if lb is not None:
-                seen["lb"] = lb
-            return lb
-
         def create_lb():
-            seen["lb"] = elb.create_load_balancer(
+            return elb.create_load_balancer(
                 Name=cfg.name,
                 Subnets=subnet_ids,
                 SecurityGroups=[sg_id],
@@ -66,15 +63,11 @@ class AlbStep(Step):
                 IpAddressType="ipv4",
                 Tags=as_list(run.tags(cfg.name)),
             )["LoadBalancers"][0]
-            return seen["lb"]
 
         lb_arn = run.ensure(
-            "load-balancer",
+            LOAD_BALANCER,
             cfg.name,
-            id_key="LoadBalancerArn",
-            arn_key="LoadBalancerArn",
             after=[vpc_id, *subnet_ids, sg_id],
-            find=find_lb,
             create=create_lb,
             fixes=lambda lb: _lb_fixes(elb, lb, subnet_ids, sg_id),
         )
@@ -82,12 +75,9 @@ class AlbStep(Step):
         for service, tg in cfg.target_groups.items():
             port = run.config.ecs.services[service].port
             tg_arns[service] = run.ensure(
-                "target-group",
+                TARGET_GROUP,
                 tg.name,
-                id_key="TargetGroupArn",
-                arn_key="TargetGroupArn",
                 after=[vpc_id],
-                find=lambda n=tg.name: find_target_group(elb, lab, n),
                 create=lambda n=tg.name, p=port: elb.create_target_group(
                     Name=n,
                     Protocol="HTTP",
@@ -120,14 +110,18 @@ class AlbStep(Step):
             https_arn = self._listener(
                 run, lb_arn, listeners, HTTPS_PORT, cfg.certificate_arn, routes
             )
-        else:
-            run.remove(
+        elif HTTPS_PORT in listeners:
+            run.setting(
                 "listener",
                 f"{cfg.name}:{HTTPS_PORT}",
-                find=lambda: listeners.get(HTTPS_PORT),
-                delete=lambda found: elb.delete_listener(ListenerArn=found["ListenerArn"]),
+                ok=False,
+                detail="no alb.certificate_arn in the config: delete",
+                action="delete",
+                apply=lambda: elb.delete_listener(
+                    ListenerArn=listeners[HTTPS_PORT]["ListenerArn"]
+                ),
             )
-        lb = seen.get("lb") or {}
+        lb = run.got(LOAD_BALANCER, cfg.name) or {}
         return {
             "arn": lb_arn,
             "dns_name": lb.get("DNSName") or Pending(f"DNS name of {cfg.name}"),
@@ -158,9 +152,8 @@ class AlbStep(Step):
             settings["SslPolicy"] = SSL_POLICY
             settings["Certificates"] = [{"CertificateArn": certificate_arn}]
         listener_arn = run.ensure(
-            "listener",
+            LISTENER,
             label,
-            id_key="ListenerArn",
             after=[lb_arn],
             find=lambda: listeners.get(port),
             create=lambda: elb.create_listener(
@@ -221,90 +214,7 @@ class AlbStep(Step):
             )
         return listener_arn
 
-    def teardown(self, run: StepRun) -> None:
-        cfg = run.config.alb
-        elb = run.clients.elbv2
-        lab = run.ctx.lab
-        lb = find_load_balancer(elb, lab, cfg.name, on_foreign=run)
-        if lb is not None:
-            # Listeners first; their rules go with them.
-            listeners = _listeners_by_port(elb, lb["LoadBalancerArn"])
-            for port in sorted(listeners):
-                run.remove(
-                    "listener",
-                    f"{cfg.name}:{port}",
-                    find=lambda p=port: listeners[p],
-                    delete=lambda found: elb.delete_listener(ListenerArn=found["ListenerArn"]),
-                )
-        run.remove(
-            "load-balancer",
-            cfg.name,
-            find=lambda: lb,
-            delete=lambda found: _delete_lb(run, found),
-        )
-        for tg in cfg.target_groups.values():
-            run.remove(
-                "target-group",
-                tg.name,
-                find=lambda n=tg.name: find_target_group(elb, lab, n, on_foreign=run),
-                delete=lambda found: run.retry(
-                    lambda: elb.delete_target_group(TargetGroupArn=found["TargetGroupArn"]),
-                    codes=("ResourceInUse",),
-                    timeout=TG_IN_USE_TIMEOUT,
-                    reason="the deleted load balancer still references the target group",
-                ),
-            )
-
-
 # ---------------------------------------------------------------- lookups
-
-
-def _owned(
-    elb, lab: str, kind: str, name: str, resource: Resource, arn: str, on_foreign: StepRun | None
-) -> Resource | None:
-    """The resource if it carries this lab's tag. Someone else's same-named resource is an
-    error when reconciling (never adopted) and left alone, with a note, when destroying."""
-    described = elb.describe_tags(ResourceArns=[arn])["TagDescriptions"]
-    tags = as_dict(described[0].get("Tags")) if described else {}
-    return claim(
-        resource,
-        tags,
-        lab=lab,
-        kind=kind,
-        name=name,
-        on_foreign=on_foreign,
-        config_key="the alb section",
-    )
-
-
-def find_load_balancer(
-    elb, lab: str, name: str, on_foreign: StepRun | None = None
-) -> Resource | None:
-    try:
-        found = elb.describe_load_balancers(Names=[name])["LoadBalancers"]
-    except ClientError as exc:
-        if is_code(exc, "LoadBalancerNotFound"):
-            return None
-        raise
-    if not found:
-        return None
-    lb = found[0]
-    return _owned(elb, lab, "load balancer", name, lb, lb["LoadBalancerArn"], on_foreign)
-
-
-def find_target_group(
-    elb, lab: str, name: str, on_foreign: StepRun | None = None
-) -> Resource | None:
-    try:
-        found = elb.describe_target_groups(Names=[name])["TargetGroups"]
-    except ClientError as exc:
-        if is_code(exc, "TargetGroupNotFound"):
-            return None
-        raise
-    if not found:
-        return None
-    tg = found[0]
-    return _owned(elb, lab, "target group", name, tg, tg["TargetGroupArn"], on_foreign)
 
 
 def _listeners_by_port(elb, lb_arn: str) -> dict[int, Resource]:
@@ -471,23 +381,3 @@ def _rule_patterns(rule: Resource) -> list[str]:
         )
         patterns += values
     return patterns
-
-
-# ---------------------------------------------------------------- delete
-
-
-def _delete_lb(run: StepRun, lb: Resource) -> None:
-    elb = run.clients.elbv2
-    arn = lb["LoadBalancerArn"]
-    elb.delete_load_balancer(LoadBalancerArn=arn)
-
-    def gone() -> tuple[bool, str]:
-        try:
-            lbs = elb.describe_load_balancers(LoadBalancerArns=[arn])["LoadBalancers"]
-        except ClientError as exc:
-            if is_code(exc, "LoadBalancerNotFound"):
-                return True, "deleted"
-            raise
-        return not lbs, lbs[0].get("State", {}).get("Code", "deleting") if lbs else "deleted"
-
-    run.wait(f"load balancer {lb['LoadBalancerName']} to be deleted", gone, timeout=DELETE_TIMEOUT)

@@ -14,20 +14,27 @@ from botocore.exceptions import ClientError
 from ..aws.errors import is_code
 from ..aws.tags import as_dict, as_list
 from ..engine.model import Pending
-from ..engine.step import Fix, NotSupported, Resource, Step, StepError, StepRun
+from ..engine.step import NotSupported, StepError
+from ..resources import Resource
+from ..resources.base import absent
+from ..resources.data import TABLE, TABLE_TIMEOUT, wait_table_gone
+from .base import LabStep
+from .run import Fix, StepRun
 
 BILLING_MODE = "PAY_PER_REQUEST"
 SSE = {"Enabled": True, "SSEType": "KMS"}  # no key id: the AWS-managed key alias/aws/dynamodb
-# On-demand tables are ACTIVE within seconds; deletes of small tables likewise.
-TABLE_TIMEOUT = 300
 LIVE_TTL = ("ENABLED", "ENABLING")
 
 
-class DynamoDbStep(Step):
+class DynamoDbStep(LabStep):
     name = "dynamodb"
     requires = ()
     services = ("dynamodb",)
     description = "users and sessions tables"
+    kinds = (TABLE,)
+
+    def names(self, config):
+        return [(TABLE, t.name) for t in config.dynamodb.tables]
 
     def reconcile(self, run: StepRun) -> dict:
         ddb = run.clients.dynamodb
@@ -46,10 +53,8 @@ class DynamoDbStep(Step):
                 return seen["table"]
 
             ident = run.ensure(
-                "table",
+                TABLE,
                 table.name,
-                id_key="TableName",
-                arn_key="TableArn",
                 find=find,
                 create=create,
                 fixes=lambda found, t=table: table_fixes(run, ddb, found, t),
@@ -59,26 +64,13 @@ class DynamoDbStep(Step):
             )
         return {"tables": arns}
 
-    def teardown(self, run: StepRun) -> None:
-        for table in run.config.dynamodb.tables:
-            run.remove(
-                "table",
-                table.name,
-                find=lambda t=table: find_table(run, t.name),
-                delete=lambda found: delete_table(run, found["TableName"]),
-            )
 
 
 # ---------------------------------------------------------------- lookups
 
 
 def describe_table(ddb, name: str) -> Resource | None:
-    try:
-        return ddb.describe_table(TableName=name)["Table"]
-    except ClientError as exc:
-        if is_code(exc, "ResourceNotFoundException"):
-            return None
-        raise
+    return absent(lambda: ddb.describe_table(TableName=name)["Table"])
 
 
 def find_table(run: StepRun, name: str) -> Resource | None:
@@ -86,7 +78,7 @@ def find_table(run: StepRun, name: str) -> Resource | None:
     counts as absent; under apply it is waited out first so that the create can succeed."""
     table = describe_table(run.clients.dynamodb, name)
     if table is not None and table["TableStatus"] == "DELETING":
-        wait_gone(run, name)
+        wait_table_gone(run, run.clients.dynamodb, name)
         return None
     return table
 
@@ -101,16 +93,6 @@ def wait_active(run: StepRun, name: str) -> Resource:
     ddb = run.clients.dynamodb
     run.wait(f"table {name} to be ACTIVE", lambda: _status(ddb, name), timeout=TABLE_TIMEOUT)
     return describe_table(ddb, name)
-
-
-def wait_gone(run: StepRun, name: str) -> None:
-    ddb = run.clients.dynamodb
-
-    def gone() -> tuple[bool, str]:
-        table = describe_table(ddb, name)
-        return table is None, table["TableStatus"] if table else "deleted"
-
-    run.wait(f"table {name} to be deleted", gone, timeout=TABLE_TIMEOUT)
 
 
 # ---------------------------------------------------------------- create, fix, delete
@@ -129,17 +111,6 @@ def create_table(run: StepRun, cfg) -> Resource:
         Tags=as_list(run.tags(cfg.name)),
     )
     return wait_active(run, cfg.name)
-
-
-def delete_table(run: StepRun, name: str) -> None:
-    ddb = run.clients.dynamodb
-    run.retry(
-        lambda: ddb.delete_table(TableName=name),
-        codes=("ResourceInUseException",),
-        timeout=TABLE_TIMEOUT,
-        reason="the table is still being created or updated",
-    )
-    wait_gone(run, name)
 
 
 def _key_schema(table: Resource) -> list[tuple[str, str, str]]:
@@ -199,7 +170,7 @@ def _replace_fix(run: StepRun, cfg, detail: str) -> Fix:
                 hint="restore the config, or allow it explicitly with "
                 "`--set dynamodb.allow_replace=true` (deletes and recreates the table)",
             )
-        delete_table(run, cfg.name)
+        TABLE.delete(run, describe_table(run.clients.dynamodb, cfg.name))
         created = create_table(run, cfg)
         for fix in table_fixes(run, run.clients.dynamodb, created, cfg):
             fix.apply()

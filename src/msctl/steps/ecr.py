@@ -13,7 +13,6 @@ finds its image and pushes nothing. How an image gets there, per service:
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -23,10 +22,15 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from ..aws.errors import is_code
-from ..aws.tags import as_dict, as_list
+from ..aws.tags import as_list
+from ..build.ecr_image import MANIFEST_MEDIA_TYPE, ImageBlobs, build_image, digest, source_hash
 from ..engine.model import Pending, is_pending
-from ..engine.step import Fix, NotSupported, Resource, Step, StepError, StepRun, claim
-from .ecr_image import MANIFEST_MEDIA_TYPE, ImageBlobs, build_image, digest, source_files
+from ..engine.step import NotSupported, StepError
+from ..resources import Resource
+from ..resources.base import Part
+from ..resources.compute import REPOSITORY
+from .base import LabStep
+from .run import Fix, StepRun
 
 TAG_PREFIX = "src-"
 DOCKER_INFO_TIMEOUT = 5
@@ -34,11 +38,18 @@ DOCKER_BUILD_TIMEOUT = 1800
 DEFAULT_PART_SIZE = 10 * 1024 * 1024
 
 
-class EcrStep(Step):
+IMAGE = Part("image", "imageDigest")
+
+
+class EcrStep(LabStep):
     name = "ecr"
     requires = ()
     services = ("ecr",)
     description = "ECR repositories and the services' images"
+    kinds = (REPOSITORY,)  # deleted with force: with their images
+
+    def names(self, config):
+        return [(REPOSITORY, name) for name in config.ecr.repositories.values()]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.ecr
@@ -47,15 +58,14 @@ class EcrStep(Step):
         images: dict[str, str] = {}
         tags: dict[str, str | None] = {}
         for service, repo_name in cfg.repositories.items():
-            uri = run.ensure(
-                "repository",
+            run.ensure(
+                REPOSITORY,
                 repo_name,
-                id_key="repositoryUri",
-                arn_key="repositoryArn",
-                find=lambda n=repo_name: find_repository(ecr, run.ctx.lab, n),
                 create=lambda n=repo_name: _create_repository(run, n),
                 fixes=lambda repo: _repository_fixes(ecr, repo, cfg.keep_images),
             )
+            repo = run.got(REPOSITORY, repo_name)
+            uri = repo["repositoryUri"] if repo else Pending(f"URI of repository {repo_name}")
             repositories[service] = uri
             prebuilt = cfg.images.get(service)
             if prebuilt:
@@ -65,9 +75,8 @@ class EcrStep(Step):
             source = run.config.path(svc.source)
             tag = image_tag(source)
             image_digest = run.ensure(
-                "image",
+                IMAGE,
                 f"{repo_name}:{tag}",
-                id_key="imageDigest",
                 after=[uri],
                 find=lambda n=repo_name, t=tag: find_image(ecr, n, t),
                 create=lambda n=repo_name, u=uri, t=tag, s=source, p=svc.port: _push(
@@ -82,32 +91,9 @@ class EcrStep(Step):
             )
         return {"repositories": repositories, "images": images, "tags": tags}
 
-    def teardown(self, run: StepRun) -> None:
-        ecr = run.clients.ecr
-        for repo_name in run.config.ecr.repositories.values():
-            run.remove(
-                "repository",
-                repo_name,
-                find=lambda n=repo_name: find_repository(ecr, run.ctx.lab, n, on_foreign=run),
-                # force: a repository holding images can't be deleted otherwise.
-                delete=lambda repo: ecr.delete_repository(
-                    repositoryName=repo["repositoryName"], force=True
-                ),
-            )
 
 
 # ---------------------------------------------------------------- source hash
-
-
-def source_hash(path: Path) -> str:
-    """First 16 hex digits of sha256 over every source file's relative path and bytes
-    (in path order; caches left out): the same source gives the same hash anywhere."""
-    h = hashlib.sha256()
-    for rel, file in source_files(path):
-        data = file.read_bytes()
-        h.update(rel.encode() + b"\0" + str(len(data)).encode() + b"\0")
-        h.update(data)
-    return h.hexdigest()[:16]
 
 
 def image_tag(source: Path) -> str:
@@ -122,29 +108,6 @@ def image_tag(source: Path) -> str:
 
 
 # ---------------------------------------------------------------- repositories
-
-
-def find_repository(ecr, lab: str, name: str, on_foreign: StepRun | None = None) -> Resource | None:
-    """The repository by its unique name, if it is this lab's.
-
-    A same-named repository without this lab's tag is someone else's: an error when
-    reconciling (never adopted), skipped with a note when destroying (never deleted)."""
-    try:
-        repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
-    except ClientError as exc:
-        if is_code(exc, "RepositoryNotFoundException"):
-            return None
-        raise
-    tags = as_dict(ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"])
-    return claim(
-        repo,
-        tags,
-        lab=lab,
-        kind="ECR repository",
-        name=name,
-        on_foreign=on_foreign,
-        config_key="ecr.repositories",
-    )
 
 
 def _create_repository(run: StepRun, name: str) -> Resource:

@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from ..aws.errors import is_code
 from ..aws.tags import as_list
-from ..engine.model import is_pending
-from ..engine.step import Fix, Resource, Step, StepError, StepRun
+from ..engine.model import Pending, is_pending
+from ..engine.step import StepError
+from ..resources import Resource
+from ..resources.compute import ROLE
+from .base import LabStep
+from .run import Fix, StepRun
 
 POLICY_NAME = "least-privilege"
 NOTIFICATIONS_PREFIX = "notifications/"
@@ -62,8 +63,6 @@ ECR_PULL = [
     "ecr:GetDownloadUrlForLayer",
 ]
 
-# Deleting a role right after detaching its policies can briefly answer DeleteConflict.
-DELETE_CONFLICT_TIMEOUT = 60
 
 
 # ---------------------------------------------------------------- policy documents
@@ -199,11 +198,16 @@ def normalize(document: str | dict) -> Any:
 # ---------------------------------------------------------------- the step
 
 
-class IamStep(Step):
+class IamStep(LabStep):
     name = "iam"
     requires = ("dynamodb", "s3", "rds")
     services = ("iam", "sts")
     description = "Lambda role and ECS task roles, least privilege"
+    kinds = (ROLE,)  # policies detached and deleted first
+
+    def names(self, config):
+        cfg = config.iam
+        return [(ROLE, n) for n in (cfg.lambda_role, cfg.task_execution_role, cfg.task_role)]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config
@@ -259,12 +263,9 @@ class IamStep(Step):
     def _role(self, run: StepRun, role_name: str, service: str, policy, inputs: list) -> str:
         iam = run.clients.iam
         trust = trust_policy(service)
-        arn = run.ensure(
-            "role",
+        run.ensure(
+            ROLE,
             role_name,
-            id_key="Arn",
-            arn_key="Arn",
-            find=lambda: find_role(iam, role_name),
             create=lambda: iam.create_role(
                 RoleName=role_name,
                 AssumeRolePolicyDocument=json.dumps(trust),
@@ -273,8 +274,10 @@ class IamStep(Step):
             )["Role"],
             fixes=lambda role: _trust_fixes(iam, role, trust),
         )
-        if is_pending(arn):
-            return arn  # the role's create puts its policy
+        role = run.got(ROLE, role_name)
+        if role is None:  # under plan: the role's create puts its policy
+            return Pending(f"ARN of role {role_name}")
+        arn = role["Arn"]
         # The policy's inputs (table ARNs, the secret) may not exist yet under plan.
         desired = None if is_pending(*inputs) else policy()
         current = _inline_policies(iam, role_name)
@@ -314,16 +317,6 @@ class IamStep(Step):
             )
         return arn
 
-    def teardown(self, run: StepRun) -> None:
-        iam = run.clients.iam
-        cfg = run.config.iam
-        for role_name in (cfg.lambda_role, cfg.task_execution_role, cfg.task_role):
-            run.remove(
-                "role",
-                role_name,
-                find=lambda n=role_name: find_role(iam, n),
-                delete=lambda role: _delete_role(run, role["RoleName"]),
-            )
 
 
 # ---------------------------------------------------------------- lookups
@@ -333,15 +326,6 @@ def _caller(run: StepRun) -> tuple[str, str]:
     """(partition, account) of the credentials in use."""
     identity = run.clients.sts.get_caller_identity()
     return identity["Arn"].split(":")[1], identity["Account"]
-
-
-def find_role(iam, name: str) -> Resource | None:
-    try:
-        return iam.get_role(RoleName=name)["Role"]
-    except ClientError as exc:
-        if is_code(exc, "NoSuchEntity"):
-            return None
-        raise
 
 
 def _inline_policies(iam, role_name: str) -> dict[str, Any]:
@@ -379,23 +363,3 @@ def _trust_fixes(iam, role: Resource, trust: dict) -> list[Fix]:
             ),
         )
     ]
-
-
-def _delete_role(run: StepRun, role_name: str) -> None:
-    """AWS refuses to delete a role that still has policies or instance profiles."""
-    iam = run.clients.iam
-    for attached in _attached_policies(iam, role_name):
-        iam.detach_role_policy(RoleName=role_name, PolicyArn=attached["PolicyArn"])
-    for name in _inline_policies(iam, role_name):
-        iam.delete_role_policy(RoleName=role_name, PolicyName=name)
-    profiles = iam.list_instance_profiles_for_role(RoleName=role_name)["InstanceProfiles"]
-    for profile in profiles:
-        iam.remove_role_from_instance_profile(
-            InstanceProfileName=profile["InstanceProfileName"], RoleName=role_name
-        )
-    run.retry(
-        lambda: iam.delete_role(RoleName=role_name),
-        codes=("DeleteConflict",),
-        timeout=DELETE_CONFLICT_TIMEOUT,
-        reason="IAM is still removing the role's detached policies",
-    )

@@ -16,10 +16,15 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from ..aws.errors import is_code
-from ..aws.logs import ensure_log_group, remove_log_group
-from ..engine.step import Fix, Resource, Step, StepError, StepRun
+from ..build.lambda_package import PackageError, code_sha256, function_zip
+from ..engine.model import Pending
+from ..engine.step import StepError
+from ..resources import Resource
+from ..resources.compute import FUNCTION, LOG_GROUP
+from .base import LabStep
 from .iam import NOTIFICATIONS_PREFIX, lambda_log_group
-from .lambda_package import PackageError, code_sha256, function_zip
+from .log_groups import ensure_log_group
+from .run import Fix, StepRun
 
 HANDLER = "handler.lambda_handler"
 TRACING_MODE = "Active"
@@ -33,11 +38,16 @@ ACTIVE_TIMEOUT = 300
 UPDATE_TIMEOUT = 300
 
 
-class LambdaStep(Step):
+class LambdaStep(LabStep):
     name = "lambda"
     requires = ("iam", "dynamodb", "s3")
     services = ("lambda", "logs")
     description = "Lambda functions (auth, users, notifications, authorizer) and their logs"
+    kinds = (LOG_GROUP, FUNCTION)
+
+    def names(self, config):
+        names = [f.name for f in config.lambda_.functions.values()]
+        return [(FUNCTION, n) for n in names] + [(LOG_GROUP, lambda_log_group(n)) for n in names]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config
@@ -66,30 +76,18 @@ class LambdaStep(Step):
                 "Environment": {"Variables": environment},
                 "TracingConfig": {"Mode": TRACING_MODE},
             }
-            arn = run.ensure(
-                "function",
+            run.ensure(
+                FUNCTION,
                 name,
-                id_key="FunctionArn",
-                arn_key="FunctionArn",
                 after=[role_arn, bucket],
-                find=lambda n=name: find_function(lam, n),
                 create=lambda d=desired, c=code: _create_function(run, d, c),
                 fixes=lambda found, d=desired, c=code: _function_fixes(run, found, d, c),
             )
+            found = run.got(FUNCTION, name)
+            arn = found["FunctionArn"] if found else Pending(f"ARN of function {name}")
             functions[key] = {"name": name, "arn": arn}
         return {"functions": functions}
 
-    def teardown(self, run: StepRun) -> None:
-        lam = run.clients.get("lambda")
-        for function in run.config.lambda_.functions.values():
-            name = function.name
-            run.remove(
-                "function",
-                name,
-                find=lambda n=name: find_function(lam, n),
-                delete=lambda _fn, n=name: _delete_function(lam, n),
-            )
-            remove_log_group(run, lambda_log_group(name))
 
 
 def function_environment(cfg, bucket: str) -> dict[str, str]:
@@ -117,15 +115,6 @@ def _table_with_key(cfg, partition_key: str) -> str:
 # ---------------------------------------------------------------- lookups
 
 
-def find_function(lam, name: str) -> Resource | None:
-    try:
-        return lam.get_function(FunctionName=name)["Configuration"]
-    except ClientError as exc:
-        if is_code(exc, "ResourceNotFoundException"):
-            return None
-        raise
-
-
 def _role_not_ready(exc: ClientError) -> bool:
     message = exc.response.get("Error", {}).get("Message", "")
     return any(text in message for text in ROLE_NOT_READY)
@@ -149,7 +138,7 @@ def _create_function(run: StepRun, desired: dict, code: bytes) -> Resource:
         reason=f"IAM is still propagating the new role {desired['Role']} to Lambda",
     )
     run.wait(f"function {name} to be Active", lambda: _state(lam, name), timeout=ACTIVE_TIMEOUT)
-    return find_function(lam, name)
+    return FUNCTION.read(lam, name)
 
 
 def _state(lam, name: str) -> tuple[bool, str]:
@@ -249,14 +238,3 @@ def _updated(lam, name: str, fail_on_failed: bool = True) -> tuple[bool, str]:
             hint="fix the cause and run `msctl up` again",
         )
     return status != "InProgress" and state == "Active", f"{state}, last update {status}"
-
-
-# ---------------------------------------------------------------- delete
-
-
-def _delete_function(lam, name: str) -> None:
-    try:
-        lam.delete_function(FunctionName=name)
-    except ClientError as exc:
-        if not is_code(exc, "ResourceNotFoundException"):
-            raise

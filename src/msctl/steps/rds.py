@@ -10,24 +10,24 @@ the endpoint.
 
 from __future__ import annotations
 
-import datetime
 import re
 
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 
 from ..aws.errors import is_code
-from ..aws.tags import LAB, as_dict, as_list
+from ..aws.tags import as_list
 from ..engine.model import Check, Pending
-from ..engine.step import Fix, NotSupported, Resource, Step, StepError, StepRun
+from ..engine.step import NotSupported, StepError
+from ..resources import Resource
+from ..resources.base import absent
+from ..resources.data import DB_INSTANCE, DB_SUBNET_GROUP, INSTANCE_TIMEOUT, modify_instance
+from .base import LabStep
+from .run import Fix, StepRun
 
 ENGINE = "postgres"
 DEFAULT_PORT = 5432
 BACKUP_RETENTION_DAYS = 1
-# Create 5-8.5 min, delete 2-3 min (sometimes 10); generous bounds, polled every few seconds.
-INSTANCE_TIMEOUT = 1800
-# A subnet group can't be deleted while its instance is still being deleted.
-SUBNET_GROUP_DELETE_TIMEOUT = 600
 
 # Statuses in which the instance can't serve and won't recover on its own.
 FAILED_STATES = {
@@ -44,11 +44,17 @@ FAILED_STATES = {
 REBUILD_HINT = "run `msctl down --only rds` and `msctl up` to rebuild it, or restore the config"
 
 
-class RdsStep(Step):
+class RdsStep(LabStep):
     name = "rds"
     requires = ("vpc", "sg")
     services = ("rds", "secretsmanager")
     description = "DB subnet group and PostgreSQL instance (password managed by RDS)"
+    # The instance goes first (no final snapshot unless rds.final_snapshot, deletion
+    # protection off only if the config says off), then its subnet group.
+    kinds = (DB_SUBNET_GROUP, DB_INSTANCE)
+
+    def names(self, config):
+        return [(DB_INSTANCE, config.rds.identifier), (DB_SUBNET_GROUP, config.rds.subnet_group)]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.rds
@@ -58,12 +64,9 @@ class RdsStep(Step):
         sg_id = run.outputs_of("sg")["group_ids"][cfg.security_group]
 
         group = run.ensure(
-            "db-subnet-group",
+            DB_SUBNET_GROUP,
             cfg.subnet_group,
-            id_key="DBSubnetGroupName",
-            arn_key="DBSubnetGroupArn",
             after=subnet_ids,
-            find=lambda: find_subnet_group(rds, lab, cfg.subnet_group),
             create=lambda: rds.create_db_subnet_group(
                 DBSubnetGroupName=cfg.subnet_group,
                 DBSubnetGroupDescription=_subnet_group_description(lab),
@@ -73,7 +76,7 @@ class RdsStep(Step):
             fixes=lambda found: _subnet_group_fixes(run, found, subnet_ids),
         )
 
-        existing = find_instance(rds, lab, cfg.identifier)
+        existing = run.claim(DB_INSTANCE, cfg.identifier, _instance(rds, cfg.identifier))
         if existing is not None and existing.get("DBInstanceStatus") == "deleting":
             raise StepError(
                 f"DB instance {cfg.identifier} is being deleted",
@@ -89,10 +92,8 @@ class RdsStep(Step):
             return instance
 
         run.ensure(
-            "db-instance",
+            DB_INSTANCE,
             cfg.identifier,
-            id_key="DBInstanceIdentifier",
-            arn_key="DBInstanceArn",
             after=[group, sg_id],
             find=lambda: existing,
             create=create,
@@ -103,56 +104,19 @@ class RdsStep(Step):
 
         instance = created[0] if created else existing
         if instance is not None and not run.dry_run:
-            instance = find_instance(rds, lab, cfg.identifier) or instance
+            instance = _instance(rds, cfg.identifier) or instance
         return _outputs(cfg, instance)
 
     def verify(self, run: StepRun) -> list[Check]:
         checks = super().verify(run)
         cfg = run.config.rds
-        instance = find_instance(run.clients.rds, run.ctx.lab, cfg.identifier)
+        instance = run.got(DB_INSTANCE, cfg.identifier)
         if instance is None:
             return checks  # the default checks already report it missing
         checks.append(_status_check(cfg.identifier, instance))
         checks.append(_secret_check(run, cfg.identifier, instance))
         return checks
 
-    def teardown(self, run: StepRun) -> None:
-        cfg = run.config.rds
-        rds = run.clients.rds
-        lab = run.ctx.lab
-        instance = find_instance(rds, lab, cfg.identifier)
-        if instance is not None and instance.get("DeletionProtection"):
-            if cfg.deletion_protection:
-                raise StepError(
-                    f"DB instance {cfg.identifier} has deletion protection on, and the config "
-                    "(rds.deletion_protection: true) keeps it on",
-                    hint="to delete it, run the command again with "
-                    "`--set rds.deletion_protection=false`",
-                )
-            run.setting(
-                "db-instance",
-                f"{cfg.identifier} deletion protection",
-                ok=False,
-                detail="turn off before deleting (rds.deletion_protection is false)",
-                apply=lambda: modify_instance(run, cfg.identifier, DeletionProtection=False),
-            )
-        run.remove(
-            "db-instance",
-            cfg.identifier,
-            find=lambda: instance,
-            delete=lambda found: _delete_instance(run, found),
-        )
-        run.remove(
-            "db-subnet-group",
-            cfg.subnet_group,
-            find=lambda: find_subnet_group(rds, lab, cfg.subnet_group),
-            delete=lambda _group: run.retry(
-                lambda: rds.delete_db_subnet_group(DBSubnetGroupName=cfg.subnet_group),
-                codes=("InvalidDBSubnetGroupStateFault",),
-                timeout=SUBNET_GROUP_DELETE_TIMEOUT,
-                reason="the DB instance using the subnet group is still being deleted",
-            ),
-        )
 
 
 # ---------------------------------------------------------------- the endpoint, for ecs
@@ -165,9 +129,8 @@ def wait_available(run: StepRun, identifier: str, timeout: float = INSTANCE_TIME
     else a Pending placeholder.
     """
     rds = run.clients.rds
-    lab = run.ctx.lab
     if run.dry_run:
-        instance = find_instance(rds, lab, identifier)
+        instance = _instance(rds, identifier)
         endpoint = (instance or {}).get("Endpoint") or {}
         return {
             "address": endpoint.get("Address") or Pending(f"endpoint of DB instance {identifier}"),
@@ -176,7 +139,7 @@ def wait_available(run: StepRun, identifier: str, timeout: float = INSTANCE_TIME
     seen: dict = {}
 
     def check() -> tuple[bool, str]:
-        instance = find_instance(rds, lab, identifier)
+        instance = _instance(rds, identifier)
         if instance is None:
             raise StepError(
                 f"DB instance {identifier} not found",
@@ -199,44 +162,9 @@ def wait_available(run: StepRun, identifier: str, timeout: float = INSTANCE_TIME
 # ---------------------------------------------------------------- lookups
 
 
-def find_instance(rds, lab: str, identifier: str) -> Resource | None:
-    """The instance by its (account- and region-unique) identifier, if it is this lab's."""
-    try:
-        instances = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"]
-    except ClientError as exc:
-        if is_code(exc, "DBInstanceNotFound", "DBInstanceNotFoundFault"):
-            return None
-        raise
-    if not instances:
-        return None
-    instance = instances[0]
-    _check_owner(as_dict(instance.get("TagList")), lab, f"DB instance {identifier}")
-    return instance
-
-
-def find_subnet_group(rds, lab: str, name: str) -> Resource | None:
-    try:
-        groups = rds.describe_db_subnet_groups(DBSubnetGroupName=name)["DBSubnetGroups"]
-    except ClientError as exc:
-        if is_code(exc, "DBSubnetGroupNotFoundFault"):
-            return None
-        raise
-    if not groups:
-        return None
-    group = groups[0]
-    tags = rds.list_tags_for_resource(ResourceName=group["DBSubnetGroupArn"])["TagList"]
-    _check_owner(as_dict(tags), lab, f"DB subnet group {name}")
-    return group
-
-
-def _check_owner(tags: dict[str, str], lab: str, what: str) -> None:
-    """Names are unique in the account: one that isn't tagged for this lab isn't ours."""
-    if tags.get(LAB) != lab:
-        owner = f"lab {tags[LAB]!r}" if LAB in tags else "something outside msctl"
-        raise StepError(
-            f"{what} exists but belongs to {owner}, not to lab {lab!r}",
-            hint="choose another name in the config's rds section, or remove that resource",
-        )
+def _instance(rds, identifier: str) -> Resource | None:
+    """The instance as RDS describes it now, also while it is being deleted."""
+    return absent(lambda: DB_INSTANCE.describe(rds, identifier), DB_INSTANCE.missing)
 
 
 # ---------------------------------------------------------------- engine version
@@ -426,7 +354,7 @@ def _instance_fixes(run: StepRun, inst: Resource, sg_id: str) -> list[Fix]:
     fixes = [_refuse(detail, cfg.identifier) for detail in refuse]
     if changes:
         fixes.append(
-            Fix("; ".join(details), lambda: modify_instance(run, cfg.identifier, **changes))
+            Fix("; ".join(details), lambda: modify_instance(run, run.clients.rds, cfg.identifier, **changes))
         )
     return fixes
 
@@ -438,19 +366,6 @@ def _refuse(detail: str, identifier: str) -> Fix:
         )
 
     return Fix(detail, refuse, action="replace")
-
-
-def modify_instance(run: StepRun, identifier: str, **changes) -> None:
-    """ModifyDBInstance, applied now; retried while the instance is creating or modifying."""
-    rds = run.clients.rds
-    run.retry(
-        lambda: rds.modify_db_instance(
-            DBInstanceIdentifier=identifier, ApplyImmediately=True, **changes
-        ),
-        codes=("InvalidDBInstanceState", "InvalidDBInstanceStateFault"),
-        timeout=INSTANCE_TIMEOUT,
-        reason=f"DB instance {identifier} is still creating or being modified",
-    )
 
 
 # ---------------------------------------------------------------- outputs and checks
@@ -510,52 +425,3 @@ def _secret_check(run: StepRun, identifier: str, instance: Resource) -> Check:
     if described.get("DeletedDate"):
         return Check(name, False, f"{arn} is scheduled for deletion")
     return Check(name, True, f"{arn} ({secret.get('SecretStatus', 'unknown')})")
-
-
-# ---------------------------------------------------------------- delete
-
-
-def _final_snapshot_id(identifier: str) -> str:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{identifier}-final-{stamp}"
-
-
-def _delete_instance(run: StepRun, instance: Resource) -> None:
-    cfg = run.config.rds
-    rds = run.clients.rds
-    identifier = instance["DBInstanceIdentifier"]
-    if instance.get("DBInstanceStatus") != "deleting":
-        if cfg.final_snapshot:
-            choice = {"FinalDBSnapshotIdentifier": _final_snapshot_id(identifier)}
-        else:
-            choice = {"SkipFinalSnapshot": True}
-
-        def delete() -> None:
-            try:
-                rds.delete_db_instance(
-                    DBInstanceIdentifier=identifier, DeleteAutomatedBackups=True, **choice
-                )
-            except ClientError as exc:
-                # Already on its way out (another msctl, or the console): just wait.
-                message = str(exc).lower()
-                deleting = "being deleted" in message or "deleting" in message
-                if not (is_code(exc, "InvalidDBInstanceState") and deleting):
-                    raise
-
-        run.retry(
-            delete,
-            codes=("InvalidDBInstanceState", "InvalidDBInstanceStateFault"),
-            timeout=INSTANCE_TIMEOUT,
-            reason=f"DB instance {identifier} is still creating or being modified",
-        )
-
-    def gone() -> tuple[bool, str]:
-        try:
-            found = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"]
-        except ClientError as exc:
-            if is_code(exc, "DBInstanceNotFound", "DBInstanceNotFoundFault"):
-                return True, "deleted"
-            raise
-        return not found, found[0].get("DBInstanceStatus", "unknown") if found else "deleted"
-
-    run.wait(f"DB instance {identifier} to be deleted", gone, timeout=INSTANCE_TIMEOUT)

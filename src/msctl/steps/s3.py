@@ -31,7 +31,12 @@ from botocore.exceptions import ClientError
 from ..aws.errors import error_code, is_code
 from ..aws.tags import LAB, NAME, as_dict, as_list
 from ..engine.model import is_pending
-from ..engine.step import Fix, Resource, Step, StepError, StepRun, only_one
+from ..engine.step import StepError
+from ..resources import Resource
+from ..resources.base import only_one
+from ..resources.data import BUCKET, bucket_tags
+from .base import LabStep
+from .run import Fix, StepRun
 
 DEFAULT_REGION = "us-east-1"  # CreateBucket there takes no LocationConstraint
 PUBLIC_ACCESS_BLOCK = {
@@ -44,8 +49,6 @@ SSE_ALGORITHM = "AES256"  # SSE-S3
 OWNERSHIP = "BucketOwnerEnforced"
 MD5_META = "md5"  # x-amz-meta-md5: the file's MD5, also when the ETag isn't one
 SITE_META = "msctl-site"  # x-amz-meta-msctl-site: <lab>; marks objects this step owns
-DELETE_BATCH = 1000  # DeleteObjects' limit
-LIST_PAGE_SIZE = 1000  # ListObjectVersions' largest page
 
 # Explicit types for what a site is made of, with charsets for text; the rest from Python's
 # built-in table (MimeTypes() ignores /etc/mime.types, so every machine answers the same).
@@ -68,11 +71,12 @@ CONTENT_TYPES = {
 _MIME = mimetypes.MimeTypes()
 
 
-class S3Step(Step):
+class S3Step(LabStep):
     name = "s3"
     requires = ()
     services = ("s3", "sts")
     description = "static-content bucket (private, for CloudFront) and the site"
+    kinds = (BUCKET,)  # emptied of every version, then deleted
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.s3
@@ -83,10 +87,8 @@ class S3Step(Step):
         found = find_bucket(run, derived)
         bucket_name = found["Name"] if found else derived
         bucket = run.ensure(
-            "bucket",
+            BUCKET,
             bucket_name,
-            id_key="Name",
-            arn_key="Arn",
             find=lambda: found,
             create=lambda: create_bucket(run, bucket_name),
             fixes=lambda b: bucket_fixes(run, b),
@@ -98,15 +100,6 @@ class S3Step(Step):
             "bucket_regional_domain": f"{bucket_name}.s3.{region}.amazonaws.com",
         }
 
-    def teardown(self, run: StepRun) -> None:
-        derived = derived_name(run)
-        found = find_bucket(run, derived)
-        run.remove(
-            "bucket",
-            found["Name"] if found else derived,
-            find=lambda: found,
-            delete=lambda b: delete_bucket(run, b),
-        )
 
 
 # ---------------------------------------------------------------- naming and lookup
@@ -140,18 +133,6 @@ def bucket_arn(name: str, region: str = DEFAULT_REGION) -> str:
     return f"arn:{partition}:s3:::{name}"
 
 
-def bucket_tags(s3, name: str) -> dict[str, str] | None:
-    """The bucket's tags ({} when it has none); None when the bucket no longer exists."""
-    try:
-        return as_dict(s3.get_bucket_tagging(Bucket=name).get("TagSet"))
-    except ClientError as exc:
-        if is_code(exc, "NoSuchTagSet"):
-            return {}
-        if is_code(exc, "NoSuchBucket"):
-            return None
-        raise
-
-
 def bucket_exists(s3, name: str) -> bool:
     """Whether a bucket of this account has this name. Someone else's bucket is an error:
     bucket names are global, and this lab can't use that name."""
@@ -172,7 +153,9 @@ def bucket_exists(s3, name: str) -> bool:
 
 def find_bucket(run: StepRun, derived: str) -> Resource | None:
     """By tags (this lab's buckets with the prefix, in this region), then by the name recorded
-    in state, then by the derived name (a create interrupted before its tags were written)."""
+    in state, then by the derived name. An untagged bucket of that name is foreign (the
+    ownership check refuses it), unless the journal says this lab was creating it when a run
+    was interrupted: then the create goes on, and tags it."""
     s3 = run.clients.s3
     cfg = run.config.s3
     lab = run.ctx.lab
@@ -197,15 +180,15 @@ def find_bucket(run: StepRun, derived: str) -> Resource | None:
     recorded = [
         entry["id"]
         for key, entry in run.ctx.state.resources(run.step).items()
-        if key.startswith("bucket:") and entry.get("id")
+        if key.startswith(f"{BUCKET.name}:") and entry.get("id")
     ]
+    creating = {i["logical"] for i in run.ctx.state.open_intents(run.step)}
     for name in dict.fromkeys([*recorded, derived]):
         if bucket_exists(s3, name):
-            return {
-                "Name": name,
-                "Arn": bucket_arn(name, run.clients.region),
-                "Tags": bucket_tags(s3, name) or {},
-            }
+            tags = bucket_tags(s3, name) or {}
+            if not tags and f"{BUCKET.name}:{name}" in creating:
+                return None
+            return {"Name": name, "Arn": bucket_arn(name, run.clients.region), "Tags": tags}
     return None
 
 
@@ -447,52 +430,3 @@ def _upload(s3, bucket: str, file: SiteFile, lab: str) -> None:
         ContentMD5=base64.b64encode(digest.digest()).decode(),
         Metadata={MD5_META: digest.hexdigest(), SITE_META: lab},
     )
-
-
-# ---------------------------------------------------------------- delete
-
-
-def delete_bucket(run: StepRun, bucket: Resource) -> None:
-    """Empty the bucket (every object version and delete marker), then delete it. Objects
-    written while emptying (a Lambda still running) make DeleteBucket fail: empty again."""
-    s3 = run.clients.s3
-    name = bucket["Name"]
-
-    def empty_and_delete() -> None:
-        empty_bucket(s3, name)
-        s3.delete_bucket(Bucket=name)
-
-    run.retry(
-        empty_and_delete,
-        codes=("BucketNotEmpty",),
-        timeout=120,
-        reason="objects were written to the bucket while it was being emptied",
-    )
-
-
-def empty_bucket(s3, name: str) -> int:
-    """Delete every object version and delete marker, a page (up to 1000) at a time, in
-    DeleteObjects batches of up to 1000. Each round lists from the start again instead of
-    following markers: a marker pointing at a version just deleted is not something to rely
-    on. Returns how many versions and markers were deleted."""
-    removed = 0
-    while True:
-        page = s3.list_object_versions(Bucket=name, MaxKeys=LIST_PAGE_SIZE)
-        entries = [
-            {"Key": v["Key"], "VersionId": v["VersionId"]}
-            for v in (*page.get("Versions", []), *page.get("DeleteMarkers", []))
-        ]
-        if not entries:
-            return removed
-        for start in range(0, len(entries), DELETE_BATCH):
-            batch = entries[start : start + DELETE_BATCH]
-            result = s3.delete_objects(Bucket=name, Delete={"Objects": batch, "Quiet": True})
-            errors = result.get("Errors", [])
-            if errors:  # raised, never skipped: a version that stays would loop forever
-                first = errors[0]
-                raise StepError(
-                    f"bucket {name}: could not delete {len(errors)} object version(s), e.g. "
-                    f"{first.get('Key')} ({first.get('Code')}: {first.get('Message')})",
-                    hint="check the bucket's object lock and permissions, then run again",
-                )
-            removed += len(batch)

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from ..aws.tags import ec2_filters, ec2_spec
+from ..aws.tags import ec2_spec
 from ..engine.model import Pending
-from ..engine.step import Fix, Resource, Step, StepRun, only_one
-from .vpc import DRAIN_TIMEOUT, replace_fix
+from ..resources import Resource
+from ..resources.ec2 import SECURITY_GROUP
+from .base import LabStep
+from .run import Fix, StepRun
+from .vpc import replace_fix
 
 Rule = tuple[int, str]  # (port, "cidr:0.0.0.0/0" or "group:sg-123")
 
 
-class SgStep(Step):
+class SgStep(LabStep):
     name = "sg"
     requires = ("vpc",)
     services = ("ec2",)
     description = "security groups for the ALB, ECS tasks and RDS"
+    kinds = (SECURITY_GROUP,)  # rules naming other groups are revoked before any delete
 
     def reconcile(self, run: StepRun) -> dict:
         ec2 = run.clients.ec2
-        lab = run.ctx.lab
         vpc_id = run.outputs_of("vpc")["vpc_id"]
         groups = run.config.sg.groups
         ids: dict[str, str] = {}
@@ -27,7 +30,7 @@ class SgStep(Step):
         for group in groups:
 
             def find(g=group):
-                found[g.name] = find_group(ec2, lab, g.name)
+                found[g.name] = SECURITY_GROUP.find(ec2, g.name, run.ctx.lab)
                 return found[g.name]
 
             def create(g=group):
@@ -41,9 +44,8 @@ class SgStep(Step):
                 return found[g.name]
 
             ids[group.name] = run.ensure(
-                "security-group",
+                SECURITY_GROUP,
                 group.name,
-                id_key="GroupId",
                 after=[vpc_id],
                 find=find,
                 create=create,
@@ -75,48 +77,6 @@ class SgStep(Step):
                     )
         return {"group_ids": ids}
 
-    def teardown(self, run: StepRun) -> None:
-        ec2 = run.clients.ec2
-        lab = run.ctx.lab
-        existing = {g.name: find_group(ec2, lab, g.name) for g in run.config.sg.groups}
-        # Cross references first: a group can't be deleted while another group's rule names it.
-        for name, group in existing.items():
-            referencing = [
-                p for p in (group or {}).get("IpPermissions", []) if p.get("UserIdGroupPairs")
-            ]
-            if referencing:
-                run.setting(
-                    "ingress-rule",
-                    f"{name} group references",
-                    ok=False,
-                    detail="revoke before deleting groups",
-                    action="delete",
-                    apply=lambda g=group, p=referencing: ec2.revoke_security_group_ingress(
-                        GroupId=g["GroupId"], IpPermissions=p
-                    ),
-                )
-        for name in existing:
-            run.remove(
-                "security-group",
-                name,
-                find=lambda n=name: existing[n],
-                delete=lambda g: delete_group(run, ec2, g["GroupId"]),
-            )
-
-
-def delete_group(run: StepRun, ec2, group_id: str) -> None:
-    run.retry(
-        lambda: ec2.delete_security_group(GroupId=group_id),
-        codes=("DependencyViolation", "InvalidGroup.InUse"),
-        timeout=DRAIN_TIMEOUT,
-        reason="network interfaces of deleted tasks, databases or load balancers "
-        "still use the group",
-    )
-
-
-def find_group(ec2, lab: str, name: str) -> Resource | None:
-    groups = ec2.describe_security_groups(Filters=ec2_filters(lab, name))["SecurityGroups"]
-    return only_one(groups, f"security groups named {name}")
 
 
 def _description_fix(sg: Resource, group) -> list[Fix]:

@@ -6,30 +6,30 @@ subnets (security groups, RDS, the ALB and the edge) starts without waiting ~2 m
 
 from __future__ import annotations
 
-from ..aws.tags import ec2_filters, ec2_spec
-from ..engine.step import Fix, Resource, Step, StepError, StepRun, only_one
+from ..aws.tags import ec2_spec
+from ..engine.step import StepError
+from ..resources import Resource
+from ..resources.ec2 import INTERNET_GATEWAY, ROUTE_TABLE, SUBNET, VPC
+from .base import LabStep
+from .run import Fix, StepRun
 
 DEFAULT_ROUTE = "0.0.0.0/0"
-# DependencyViolation clears once ENIs of deleted ALBs, tasks and databases are gone.
-DRAIN_TIMEOUT = 600
 
 
-class VpcStep(Step):
+class VpcStep(LabStep):
     name = "vpc"
     requires = ()
     services = ("ec2",)
     description = "VPC, subnets, internet gateway, route tables"
+    kinds = (VPC, SUBNET, INTERNET_GATEWAY, ROUTE_TABLE)
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.vpc
         ec2 = run.clients.ec2
-        lab = run.ctx.lab
 
         vpc_id = run.ensure(
-            "vpc",
+            VPC,
             cfg.name,
-            id_key="VpcId",
-            find=lambda: find_vpc(ec2, lab, cfg.name),
             create=lambda: _create_vpc(run, cfg),
             fixes=lambda vpc: _vpc_fixes(ec2, vpc, cfg),
         )
@@ -37,13 +37,9 @@ class VpcStep(Step):
         for public, group in ((True, cfg.public_subnets), (False, cfg.private_subnets)):
             for subnet in group:
                 subnets[subnet.name] = run.ensure(
-                    "subnet",
+                    SUBNET,
                     subnet.name,
-                    id_key="SubnetId",
                     after=[vpc_id],
-                    find=lambda s=subnet: _find_tagged(
-                        ec2.describe_subnets, "Subnets", lab, s.name
-                    ),
                     create=lambda s=subnet: ec2.create_subnet(
                         VpcId=vpc_id,
                         CidrBlock=str(s.cidr),
@@ -53,12 +49,8 @@ class VpcStep(Step):
                     fixes=lambda found, s=subnet, p=public: _subnet_fixes(ec2, found, s, p),
                 )
         igw_id = run.ensure(
-            "internet-gateway",
+            INTERNET_GATEWAY,
             cfg.internet_gateway,
-            id_key="InternetGatewayId",
-            find=lambda: _find_tagged(
-                ec2.describe_internet_gateways, "InternetGateways", lab, cfg.internet_gateway
-            ),
             create=lambda: ec2.create_internet_gateway(
                 TagSpecifications=ec2_spec("internet-gateway", run.tags(cfg.internet_gateway)),
             )["InternetGateway"],
@@ -92,64 +84,15 @@ class VpcStep(Step):
         (The private table's default route to the NAT gateway belongs to the nat step.)"""
         ec2 = run.clients.ec2
         return run.ensure(
-            "route-table",
+            ROUTE_TABLE,
             name,
-            id_key="RouteTableId",
             after=[vpc_id, *subnet_ids],
-            find=lambda: _find_tagged(ec2.describe_route_tables, "RouteTables", run.ctx.lab, name),
             create=lambda: ec2.create_route_table(
                 VpcId=vpc_id,
                 TagSpecifications=ec2_spec("route-table", run.tags(name)),
             )["RouteTable"],
             fixes=lambda rt: route_table_fixes(ec2, rt, subnet_ids, default_target),
         )
-
-    def teardown(self, run: StepRun) -> None:
-        cfg = run.config.vpc
-        ec2 = run.clients.ec2
-        lab = run.ctx.lab
-        for name in (cfg.public_route_table, cfg.private_route_table):
-            run.remove(
-                "route-table",
-                name,
-                find=lambda n=name: _find_tagged(ec2.describe_route_tables, "RouteTables", lab, n),
-                delete=lambda rt: _delete_route_table(run, rt),
-            )
-        run.remove(
-            "internet-gateway",
-            cfg.internet_gateway,
-            find=lambda: _find_tagged(
-                ec2.describe_internet_gateways, "InternetGateways", lab, cfg.internet_gateway
-            ),
-            delete=lambda igw: _delete_igw(run, igw),
-        )
-        for subnet in (*cfg.public_subnets, *cfg.private_subnets):
-            run.remove(
-                "subnet",
-                subnet.name,
-                find=lambda s=subnet: _find_tagged(ec2.describe_subnets, "Subnets", lab, s.name),
-                delete=lambda found: delete_subnet(run, ec2, found["SubnetId"]),
-            )
-        run.remove(
-            "vpc",
-            cfg.name,
-            find=lambda: find_vpc(ec2, lab, cfg.name),
-            delete=lambda found: delete_vpc(run, ec2, found["VpcId"]),
-        )
-
-
-# ---------------------------------------------------------------- lookups
-
-
-def _find_tagged(describe, key: str, lab: str, name: str) -> Resource | None:
-    items = describe(Filters=ec2_filters(lab, name))[key]
-    return only_one(items, f"{key} named {name}")
-
-
-def find_vpc(ec2, lab: str, name: str) -> Resource | None:
-    vpcs = ec2.describe_vpcs(Filters=ec2_filters(lab, name))["Vpcs"]
-    return only_one(vpcs, f"VPCs named {name}")
-
 
 # ---------------------------------------------------------------- create and fix
 
@@ -284,53 +227,3 @@ def default_route_fix(ec2, rt: Resource, target: dict) -> Fix | None:
             ),
         )
     return None
-
-
-# ---------------------------------------------------------------- delete
-
-
-def delete_subnet(run: StepRun, ec2, subnet_id: str) -> None:
-    run.retry(
-        lambda: ec2.delete_subnet(SubnetId=subnet_id),
-        codes=("DependencyViolation",),
-        timeout=DRAIN_TIMEOUT,
-        reason="network interfaces of deleted services are still draining",
-    )
-
-
-def delete_vpc(run: StepRun, ec2, vpc_id: str) -> None:
-    run.retry(
-        lambda: ec2.delete_vpc(VpcId=vpc_id),
-        codes=("DependencyViolation",),
-        timeout=DRAIN_TIMEOUT,
-        reason="resources inside the VPC are still being deleted",
-    )
-
-
-def _delete_route_table(run: StepRun, rt: Resource) -> None:
-    ec2 = run.clients.ec2
-    for assoc in rt.get("Associations", []):
-        if not assoc.get("Main"):
-            ec2.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
-    run.retry(
-        lambda: ec2.delete_route_table(RouteTableId=rt["RouteTableId"]),
-        codes=("DependencyViolation",),
-        timeout=120,
-        reason="route table associations are still being removed",
-    )
-
-
-def _delete_igw(run: StepRun, igw: Resource) -> None:
-    ec2 = run.clients.ec2
-    igw_id = igw["InternetGatewayId"]
-    for attachment in igw.get("Attachments", []):
-        # "has mapped public addresses" clears once the NAT's EIP and the ALB's addresses are gone.
-        run.retry(
-            lambda a=attachment: ec2.detach_internet_gateway(
-                InternetGatewayId=igw_id, VpcId=a["VpcId"]
-            ),
-            codes=("DependencyViolation",),
-            timeout=DRAIN_TIMEOUT,
-            reason="public addresses in the VPC are still being released",
-        )
-    ec2.delete_internet_gateway(InternetGatewayId=igw_id)

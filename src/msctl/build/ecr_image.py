@@ -42,6 +42,17 @@ def source_files(root: Path) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
+def source_hash(path: Path) -> str:
+    """First 16 hex digits of sha256 over every source file's relative path and bytes
+    (in path order; caches left out): the same source gives the same hash anywhere."""
+    h = hashlib.sha256()
+    for rel, file in source_files(path):
+        data = file.read_bytes()
+        h.update(rel.encode() + b"\0" + str(len(data)).encode() + b"\0")
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

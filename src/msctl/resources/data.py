@@ -1,0 +1,307 @@
+"""The lab's data: DynamoDB tables, the S3 bucket, the RDS instance, its subnet group and
+snapshots, and the secret RDS keeps the master password in."""
+
+from __future__ import annotations
+
+import datetime
+
+from botocore.exceptions import ClientError
+
+from .. import costs
+from ..aws.errors import error_code, is_code
+from ..aws.tags import as_dict
+from ..engine.step import StepError
+from .base import Kind, Resource, absent, first
+
+TABLE_TIMEOUT = 300  # on-demand tables are ACTIVE, and deleted, within seconds
+INSTANCE_TIMEOUT = 1800  # RDS: create 5-8.5 min, delete 2-3 (sometimes 10)
+SUBNET_GROUP_DELETE_TIMEOUT = 600  # can't go while its instance is still being deleted
+DELETE_BATCH = 1000  # DeleteObjects' limit
+LIST_PAGE_SIZE = 1000  # ListObjectVersions' largest page
+
+
+class Table(Kind):
+    name = "table"
+    service = "dynamodb"
+    id_key = name_key = "TableName"
+    arn_key = "TableArn"
+    tagging_type = "dynamodb:table"
+
+    def describe(self, client, ident: str) -> Resource | None:
+        return client.describe_table(TableName=ident)["Table"]
+
+    def alive(self, resource: Resource) -> bool:
+        return resource.get("TableStatus") != "DELETING"
+
+    def tags(self, client, resource: Resource) -> dict[str, str]:
+        return as_dict(client.list_tags_of_resource(ResourceArn=resource["TableArn"]).get("Tags"))
+
+    def id_from_arn(self, arn: str) -> str:
+        return arn.rsplit("/", 1)[-1]
+
+    def delete(self, run, resource: Resource) -> None:
+        ddb = self.client(run.ctx)
+        name = resource["TableName"]
+        run.retry(
+            lambda: ddb.delete_table(TableName=name),
+            codes=("ResourceInUseException",),
+            timeout=TABLE_TIMEOUT,
+            reason="the table is still being created or updated",
+        )
+        wait_table_gone(run, ddb, name)
+
+
+def wait_table_gone(run, ddb, name: str) -> None:
+    def gone() -> tuple[bool, str]:
+        table = absent(lambda: ddb.describe_table(TableName=name)["Table"])
+        return table is None, table["TableStatus"] if table else "deleted"
+
+    run.wait(f"table {name} to be deleted", gone, timeout=TABLE_TIMEOUT)
+
+
+class Bucket(Kind):
+    name = "bucket"
+    service = "s3"
+    id_key = name_key = "Name"
+    arn_key = "Arn"
+    missing = ("NoSuchBucket",)
+    tagging_type = "s3"
+
+    def describe(self, client, ident: str) -> Resource | None:
+        tags = bucket_tags(client, ident)
+        return None if tags is None else {"Name": ident, "Tags": tags}
+
+    def tags(self, client, resource: Resource) -> dict[str, str]:
+        if "Tags" not in resource:
+            resource = self.describe(client, resource["Name"]) or {}
+        return dict(resource.get("Tags") or {})
+
+    def id_from_arn(self, arn: str) -> str:
+        return arn.rsplit(":", 1)[-1]
+
+    def label(self, resource: Resource, tags: dict[str, str]) -> str:
+        return resource["Name"]
+
+    def delete(self, run, resource: Resource) -> None:
+        """Empty the bucket (every object version and delete marker), then delete it.
+        Objects written while emptying (a Lambda still running) fail the delete: again."""
+        s3 = self.client(run.ctx)
+        name = resource["Name"]
+
+        def empty_and_delete() -> None:
+            empty_bucket(s3, name)
+            s3.delete_bucket(Bucket=name)
+
+        run.retry(
+            empty_and_delete,
+            codes=("BucketNotEmpty",),
+            timeout=120,
+            reason="objects were written to the bucket while it was being emptied",
+        )
+
+
+def bucket_tags(s3, name: str) -> dict[str, str] | None:
+    """The bucket's tags ({} when it has none); None when the bucket doesn't exist."""
+    try:
+        return as_dict(s3.get_bucket_tagging(Bucket=name).get("TagSet"))
+    except ClientError as exc:
+        if is_code(exc, "NoSuchTagSet"):
+            return {}
+        if error_code(exc) in ("NoSuchBucket", "404", "NotFound"):
+            return None
+        raise
+
+
+def empty_bucket(s3, name: str) -> int:
+    """Delete every object version and delete marker, a page (up to 1000) at a time. Each
+    round lists from the start again instead of following markers that point at versions
+    just deleted. Returns how many versions and markers were deleted."""
+    removed = 0
+    while True:
+        page = s3.list_object_versions(Bucket=name, MaxKeys=LIST_PAGE_SIZE)
+        entries = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in (*page.get("Versions", []), *page.get("DeleteMarkers", []))
+        ]
+        if not entries:
+            return removed
+        for start in range(0, len(entries), DELETE_BATCH):
+            batch = entries[start : start + DELETE_BATCH]
+            errors = s3.delete_objects(Bucket=name, Delete={"Objects": batch, "Quiet": True}).get(
+                "Errors", []
+            )
+            if errors:  # raised, never skipped: a version that stays would loop forever
+                raise StepError(
+                    f"bucket {name}: could not delete {len(errors)} object version(s), e.g. "
+                    f"{errors[0].get('Key')} ({errors[0].get('Code')}: {errors[0].get('Message')})",
+                    hint="check the bucket's object lock and permissions, then run again",
+                )
+            removed += len(batch)
+
+
+class RdsKind(Kind):
+    service = "rds"
+
+    def tags(self, client, resource: Resource) -> dict[str, str]:
+        if "TagList" in resource:
+            return as_dict(resource["TagList"])
+        return as_dict(client.list_tags_for_resource(ResourceName=self.arn(resource))["TagList"])
+
+    def id_from_arn(self, arn: str) -> str:
+        return arn.rsplit(":", 1)[-1]
+
+
+class DbSubnetGroup(RdsKind):
+    name = "db-subnet-group"
+    id_key = name_key = "DBSubnetGroupName"
+    arn_key = "DBSubnetGroupArn"
+    missing = ("DBSubnetGroupNotFoundFault",)
+    tagging_type = "rds:subgrp"
+    scanned = True
+
+    def describe(self, client, ident: str) -> Resource | None:
+        return first(client.describe_db_subnet_groups(DBSubnetGroupName=ident)["DBSubnetGroups"])
+
+    def scan(self, client, lab: str):
+        for page in client.get_paginator("describe_db_subnet_groups").paginate():
+            yield from page.get("DBSubnetGroups", [])
+
+    def delete(self, run, resource: Resource) -> None:
+        rds = self.client(run.ctx)
+        run.retry(
+            lambda: rds.delete_db_subnet_group(DBSubnetGroupName=resource["DBSubnetGroupName"]),
+            codes=("InvalidDBSubnetGroupStateFault",),
+            timeout=SUBNET_GROUP_DELETE_TIMEOUT,
+            reason="the DB instance using the subnet group is still being deleted",
+        )
+
+
+class DbInstance(RdsKind):
+    name = "db-instance"
+    id_key = name_key = "DBInstanceIdentifier"
+    arn_key = "DBInstanceArn"
+    missing = ("DBInstanceNotFound", "DBInstanceNotFoundFault")
+    tagging_type = "rds:db"
+
+    def describe(self, client, ident: str) -> Resource | None:
+        return first(client.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"])
+
+    def alive(self, resource: Resource) -> bool:
+        return resource.get("DBInstanceStatus") != "deleting"
+
+    def cost(self, resource: Resource) -> float:
+        return costs.rds_hourly(
+            resource.get("DBInstanceClass"), resource.get("AllocatedStorage", 0)
+        )
+
+    def delete(self, run, resource: Resource) -> None:
+        """Deletion protection goes off only when the config says off; a final snapshot only
+        when the config asks for one; then wait until the instance is gone."""
+        cfg = run.config.rds
+        rds = self.client(run.ctx)
+        identifier = resource["DBInstanceIdentifier"]
+        if resource.get("DeletionProtection"):
+            if cfg.deletion_protection:
+                raise StepError(
+                    f"DB instance {identifier} has deletion protection on, and the config "
+                    "(rds.deletion_protection: true) keeps it on",
+                    hint="to delete it, run the command again with "
+                    "`--set rds.deletion_protection=false`",
+                )
+            modify_instance(run, rds, identifier, DeletionProtection=False)
+        if cfg.final_snapshot:
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+            choice: dict = {"FinalDBSnapshotIdentifier": f"{identifier}-final-{stamp}"}
+        else:
+            choice = {"SkipFinalSnapshot": True}
+
+        def delete() -> None:
+            try:
+                rds.delete_db_instance(
+                    DBInstanceIdentifier=identifier, DeleteAutomatedBackups=True, **choice
+                )
+            except ClientError as exc:
+                # Already on its way out (another msctl, or the console): just wait.
+                if not (is_code(exc, "InvalidDBInstanceState") and "delet" in str(exc).lower()):
+                    raise
+
+        run.retry(
+            delete,
+            codes=("InvalidDBInstanceState", "InvalidDBInstanceStateFault"),
+            timeout=INSTANCE_TIMEOUT,
+            reason=f"DB instance {identifier} is still creating or being modified",
+        )
+
+        def gone() -> tuple[bool, str]:
+            found = absent(lambda: self.describe(rds, identifier), self.missing)
+            return found is None, (found or {}).get("DBInstanceStatus", "deleted")
+
+        run.wait(f"DB instance {identifier} to be deleted", gone, timeout=INSTANCE_TIMEOUT)
+
+
+def modify_instance(run, rds, identifier: str, **changes) -> None:
+    """ModifyDBInstance, applied now; retried while the instance is creating or modifying."""
+    run.retry(
+        lambda: rds.modify_db_instance(
+            DBInstanceIdentifier=identifier, ApplyImmediately=True, **changes
+        ),
+        codes=("InvalidDBInstanceState", "InvalidDBInstanceStateFault"),
+        timeout=INSTANCE_TIMEOUT,
+        reason=f"DB instance {identifier} is still creating or being modified",
+    )
+
+
+class DbSnapshot(RdsKind):
+    """Final snapshots carry the instance's tags (CopyTagsToSnapshot). They hold data: never
+    deleted, only reported with their cost."""
+
+    name = "db-snapshot"
+    id_key = name_key = "DBSnapshotIdentifier"
+    arn_key = "DBSnapshotArn"
+    missing = ("DBSnapshotNotFound", "DBSnapshotNotFoundFault")
+    tagging_type = "rds:snapshot"
+
+    def describe(self, client, ident: str) -> Resource | None:
+        return first(client.describe_db_snapshots(DBSnapshotIdentifier=ident)["DBSnapshots"])
+
+    def alive(self, resource: Resource) -> bool:
+        # Automated snapshots go with their instance (DeleteAutomatedBackups).
+        return resource.get("SnapshotType") != "automated" and resource.get("Status") != "deleting"
+
+    def cost(self, resource: Resource) -> float:
+        gb = resource.get("AllocatedStorage", 0)
+        return gb * costs.SNAPSHOT_GB_MONTH / costs.HOURS_PER_MONTH
+
+    def keep(self, run, resource: Resource) -> str:
+        return "a DB snapshot holds data: msctl never deletes one (aws rds delete-db-snapshot)"
+
+
+class Secret(Kind):
+    """The master password secret RDS manages; it goes with its instance."""
+
+    name = "secret"
+    service = "secretsmanager"
+    id_key = "ARN"
+    arn_key = "ARN"
+    name_key = "Name"
+    tagging_type = "secretsmanager:secret"
+    hourly = costs.SECRET_MONTH / costs.HOURS_PER_MONTH
+
+    def describe(self, client, ident: str) -> Resource | None:
+        return client.describe_secret(SecretId=ident)
+
+    def alive(self, resource: Resource) -> bool:
+        return not resource.get("DeletedDate")
+
+    def delete(self, run, resource: Resource) -> None:
+        self.client(run.ctx).delete_secret(
+            SecretId=resource["ARN"], ForceDeleteWithoutRecovery=True
+        )
+
+
+TABLE = Table()
+BUCKET = Bucket()
+DB_SUBNET_GROUP = DbSubnetGroup()
+DB_INSTANCE = DbInstance()
+DB_SNAPSHOT = DbSnapshot()
+SECRET = Secret()
