@@ -10,9 +10,9 @@ import click
 
 from . import report
 from .config import ConfigError, LabConfig, load_config
-from .engine import runner
 from .engine.graph import GraphError
-from .session import Session, SessionError
+from .lab import Lab, SessionError
+from .local.dataplane import DataPlaneError
 from .state import StateError
 from .steps import all_steps
 
@@ -135,10 +135,6 @@ def _only(value: str | None) -> list[str] | None:
     return names
 
 
-def _load(config_path: Path, overrides: tuple[str, ...]) -> LabConfig:
-    return load_config(config_path, list(overrides))
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show more detail (tracebacks of failures).")
 @click.version_option(package_name="msctl")
@@ -175,26 +171,21 @@ def up(ctx, config_path, target, state_dir, overrides, only, parallel, yes, outp
       msctl up --only sg
       msctl up --target aws --yes
     """
-    config = _load(config_path, overrides)
-    selected_only = _only(only)
+    selected = _only(only)
     console = report.make_console()
-    notices = report.make_console(stderr=True)
-    with Session.open(config, target, state_dir, command="up", console=notices) as session:
-        if not session.target.is_local:
-            _confirm_billable(notices, config, yes)
-        steps = all_steps()
-        selected = runner.select(steps, selected_only, "apply")
-        session.prepare_clients(steps, selected)
-        with report.Progress(console, selected, enabled=output == "table") as progress:
-            session.ctx.listener = progress
-            result = runner.run(session.ctx, steps, "apply", selected=selected, parallel=parallel)
-        next_step = "See it with `msctl status`; remove it with `msctl down`."
-        if result.ok and session.target.is_local and selected_only is None:
-            url = _serve_locally(state_dir, config_path, overrides)
-            next_step = f"The lab answers at {url}/ ; prove it with `msctl test-api`."
-        _finish(console, result, output, ctx.obj["verbose"], next_step)
-        if not result.ok:
-            ctx.exit(EXIT_FAILED)
+    lab = _lab(config_path, overrides, target, state_dir)
+    try:
+        with report.Progress(console, _shown(selected, "apply"), enabled=output == "table") as bar:
+            lab.on_event = bar
+            result, url = lab.up(selected, parallel, confirm=lambda c: _confirm_billable(c, yes))
+    except DataPlaneError as exc:
+        raise RunFailed(f"{exc} (the lab itself is built; `msctl up` tries again)") from None
+    next_step = "See it with `msctl status`; remove it with `msctl down`."
+    if url:
+        next_step = f"The lab answers at {url}/ ; prove it with `msctl test-api`."
+    _finish(console, result, output, ctx.obj["verbose"], next_step)
+    if not result.ok:
+        ctx.exit(EXIT_FAILED)
 
 
 @main.command()
@@ -213,23 +204,9 @@ def plan(ctx, config_path, target, state_dir, overrides, only, output, destroy):
       msctl plan --only rds --output json
       msctl plan --destroy
     """
-    config = _load(config_path, overrides)
-    action = "plan-destroy" if destroy else "plan"
-    selected_only = _only(only)
+    lab = _lab(config_path, overrides, target, state_dir)
+    result = lab.plan(_only(only), destroy=destroy)
     console = report.make_console()
-    with Session.open(
-        config,
-        target,
-        state_dir,
-        command="plan",
-        console=report.make_console(stderr=True),
-        lock=False,
-        record=False,
-    ) as session:
-        steps = all_steps()
-        selected = runner.select(steps, selected_only, action)
-        session.prepare_clients(steps, selected)
-        result = runner.run(session.ctx, steps, action, selected=selected, parallel=8)
     if output == "json":
         report.print_json(console, report.result_to_json(result))
     else:
@@ -256,61 +233,27 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, ou
       msctl down
       msctl down --only ecs      (ecs and everything that depends on it)
     """
-    config = _load(config_path, overrides)
-    selected_only = _only(only)
+    selected = _only(only)
     console = report.make_console()
-    if target == "local":
-        from .local import dataplane, emulator
-
-        dataplane.stop(state_dir)
-        if emulator.status(state_dir) is None:
-            removed = Session.forget(config, state_dir)
-            dataplane.remove_data(state_dir)
-            console.print(
-                "The local emulator is not running, so nothing of the lab exists on the "
-                "local target" + ("; removed the stale state file." if removed else ".")
-            )
-            return
+    lab = _lab(config_path, overrides, target, state_dir)
     if target == "aws" and not yes:
-        _confirm(console, f"Delete every resource of lab {config.lab!r} on AWS?")
-    notices = report.make_console(stderr=True)
-    with Session.open(config, target, state_dir, command="down", console=notices) as session:
-        steps = all_steps()
-        selected = runner.select(steps, selected_only, "destroy")
-        session.prepare_clients(steps, selected)
-        swept = None
-        with report.Progress(console, selected, enabled=output == "table") as progress:
-            session.ctx.listener = progress
-            result = runner.run(session.ctx, steps, "destroy", selected=selected, parallel=parallel)
-            if selected_only is None:
-                # Whatever is still tagged for the lab: orphans of interrupted runs, and what
-                # the walk couldn't remove (duplicates, a blocked dependency). The sweep orders
-                # its deletions itself, so it runs after a failed walk too.
-                from .sweep import sweep
-
-                swept = sweep(session.ctx)
-        clean = swept.ok if swept is not None else result.ok
-        if clean and selected_only is None:
-            session.state.delete()
-            if session.target.is_local:
-                from .local import dataplane
-
-                dataplane.remove_data(state_dir)
-        if output == "json":
-            doc = report.result_to_json(result)
-            doc["sweep"] = report.sweep_to_json(swept) if swept is not None else None
-            doc["ok"] = clean
-            report.print_json(console, doc)
-        else:
-            _finish(console, result, output, ctx.obj["verbose"])
-            if swept is not None:
-                report.print_sweep(console, swept)
-                if clean and not result.ok:
-                    console.print(
-                        "The sweep removed what the walk could not: nothing of the lab remains."
-                    )
-        if not clean:
-            ctx.exit(EXIT_FAILED)
+        _confirm(f"Delete every resource of lab {lab.config.lab!r} on AWS?")
+    with report.Progress(console, _shown(selected, "destroy"), enabled=output == "table") as bar:
+        lab.on_event = bar
+        done = lab.down(selected, parallel)
+    if output == "json":
+        doc = report.result_to_json(done.walk) if done.walk else {"action": "destroy", "steps": {}}
+        doc["leftovers"] = report.leftovers_to_json(done.leftovers) if done.leftovers else None
+        doc["ok"] = done.ok
+        doc["note"] = done.note or None
+        report.print_json(console, doc)
+    elif done.walk is None:
+        report.notice(console, done.note + ".")
+    else:
+        _finish(console, done.walk, output, ctx.obj["verbose"])
+        report.print_leftovers(console, done.leftovers)
+    if not done.ok:
+        ctx.exit(EXIT_FAILED)
 
 
 # ---------------------------------------------------------------- status
@@ -338,15 +281,14 @@ def status(ctx, config_path, target, state_dir, overrides, output, rebuild_state
       msctl status --output json
       msctl status --rebuild-state      (the state file is corrupt or lost)
     """
-    config = _load(config_path, overrides)
     console = report.make_console()
+    lab = _lab(config_path, overrides, target, state_dir)
     rebuilt = None
     if rebuild_state:
-        notices = report.make_console(stderr=True)
-        rebuilt = Session.rebuild_state(config, target, state_dir, notices)
+        rebuilt = lab.rebuild_state()
         if output != "json":
             report.print_rebuilt(console, rebuilt)
-    doc = Session.status(config, target, state_dir)
+    doc = lab.status()
     if rebuilt is not None:
         doc["rebuilt"] = rebuilt
     if output == "json":
@@ -420,7 +362,7 @@ def test_api(
 
     if not load_path.startswith("/"):
         raise UserError(f"--path must start with '/', got {load_path!r}")
-    config = _load(config_path, overrides)
+    config = load_config(config_path, list(overrides))
     base = (url or _public_url(config, target, state_dir)).rstrip("/")
     console = report.make_console()
     if load:
@@ -564,25 +506,35 @@ def _finish(console, result, output: str, verbose: bool, next_step: str = "") ->
         report.print_summary(console, result, verbose=verbose, next_step=next_step)
 
 
-def _serve_locally(state_dir: Path, config_path: Path, overrides) -> str:
-    from .local import dataplane
+def _lab(config_path: Path, overrides, target: str, state_dir: Path) -> Lab:
+    notices = report.make_console(stderr=True)
+    return Lab(
+        load_config(config_path, list(overrides)),
+        target,
+        state_dir,
+        on_notice=lambda message: report.notice(notices, message),
+        config_path=config_path,
+        overrides=overrides,
+    )
 
-    try:
-        return dataplane.start(state_dir, config_path, list(overrides)).url
-    except dataplane.DataPlaneError as exc:
-        raise RunFailed(f"{exc} (the lab itself is built; `msctl up` tries again)") from None
+
+def _shown(only: list[str] | None, action: str) -> list[str]:
+    """The steps a progress display shows: what --only selects (and what it pulls in)."""
+    from .engine import runner
+
+    return runner.select(all_steps(), only, action)
 
 
-def _confirm_billable(console, config: LabConfig, yes: bool) -> None:
+def _confirm_billable(config: LabConfig, yes: bool) -> None:
     from .costs import billable
 
-    report.print_billable(console, billable(config))
+    report.print_billable(report.make_console(stderr=True), billable(config))
     if not yes:
-        _confirm(console, "Create these billable resources?")
+        _confirm("Create these billable resources?")
 
 
-def _confirm(console, question: str) -> None:
+def _confirm(question: str) -> None:
     if not sys.stdin.isatty():
         raise UserError(f"{question} Not asking on a non-interactive input: pass --yes to confirm.")
-    if not click.confirm(question, default=False):
+    if not click.confirm(question, default=False, err=True):
         raise UserError("cancelled; nothing was changed")

@@ -263,16 +263,15 @@ def print_billable(console: Console, items: list[Billable]) -> None:
     )
 
 
-def sweep_to_json(result) -> dict:
-    """The sweep after `down`'s walk (msctl.sweep.SweepResult) as a JSON document."""
+def leftovers_to_json(found) -> dict:
+    """`down`'s final check (msctl.leftovers.Leftovers) as a JSON document."""
     return {
-        "lab": result.lab,
-        "ok": result.ok,
-        "removed": [asdict(item) for item in result.removed],
-        "remaining": [asdict(item) for item in result.remaining],
-        "kept": [asdict(item) for item in result.kept],
-        "problems": list(result.problems),
-        "remaining_usd_per_hour": round(result.hourly, 4),
+        "lab": found.lab,
+        "ok": found.ok,
+        "remaining": [asdict(item) for item in found.remaining],
+        "kept": [asdict(item) for item in found.kept],
+        "problems": list(found.problems),
+        "remaining_usd_per_hour": round(found.hourly, 4),
     }
 
 
@@ -281,43 +280,40 @@ def _leftover(item) -> str:
     return f"{item.kind} {item.id}{name}"
 
 
-def print_sweep(console: Console, result) -> None:
-    """What the sweep removed, kept and couldn't remove: one line each, so logs stay greppable."""
-    lab = result.lab
-    if not (result.removed or result.remaining or result.kept or result.problems):
-        console.print(f"sweep: nothing tagged for lab {lab} remains")
-        return
-    if result.removed:
+def print_leftovers(console: Console, found) -> None:
+    """What `down` kept on purpose and what still remains: one line each (greppable logs)."""
+    for item in found.kept:
         console.print(
-            f"sweep: removed {len(result.removed)} resource(s) still tagged for lab {lab} "
-            "after the walk:"
-        )
-        for item in result.removed:
-            console.print(f"  - {_escape(_leftover(item))}", highlight=False)
-    for item in result.kept:
-        console.print(
-            f"[yellow]! sweep: kept {_escape(_leftover(item))} "
+            f"[yellow]! kept {_escape(_leftover(item))} "
             f"(${item.hourly:.4f}/hour): {_escape(item.note)}[/]",
             highlight=False,
         )
-    for problem in result.problems:
-        console.print(f"[bold red]Error: sweep: {_escape(problem)}[/]", highlight=False)
-    if result.remaining:
-        hourly = result.hourly
+    for problem in found.problems:
+        console.print(f"[bold red]Error: {_escape(problem)}[/]", highlight=False)
+    if found.remaining:
+        hourly = found.hourly
         console.print(
-            f"[bold red]Error: {len(result.remaining)} resource(s) tagged for lab {lab} "
+            f"[bold red]Error: {len(found.remaining)} resource(s) of lab {found.lab} "
             f"remain, about ${hourly:.4f}/hour (${hourly * 24:.2f}/day):[/]",
             highlight=False,
         )
-        for item in result.remaining:
+        for item in found.remaining:
+            note = f"; {_escape(item.note)}" if item.note else ""
             console.print(
-                f"  {_escape(_leftover(item))} in {item.region}: ${item.hourly:.4f}/hour; "
-                f"{_escape(item.note)}",
+                f"  {_escape(_leftover(item))} in {item.region}: ${item.hourly:.4f}/hour{note}",
                 highlight=False,
             )
         console.print("  next: fix what is named above and run `msctl down` again")
-    elif not result.problems:
-        console.print(f"sweep: nothing else tagged for lab {lab} remains")
+    elif not found.problems:
+        console.print(f"nothing tagged for lab {found.lab} remains")
+
+
+def notice(console: Console, message: str) -> None:
+    """A line for the user beside the results (on stderr, so stdout stays parseable)."""
+    if message.startswith("! "):
+        console.print(f"[yellow]{_escape(message)}[/]", highlight=False)
+    else:
+        console.print(_escape(message), highlight=False)
 
 
 def error(console: Console, message: str) -> None:

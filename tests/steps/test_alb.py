@@ -237,7 +237,7 @@ def test_foreign_load_balancer_is_neither_adopted_nor_deleted(lab, elb):
     elb.create_load_balancer(Name=ALB, Subnets=subnets, Tags=[{"Key": "team", "Value": "other"}])
     result = lab.run("apply", ["alb"], expect_ok=False)
     assert result.results["alb"].status is Status.FAILED
-    assert "isn't this lab's" in result.results["alb"].error
+    assert "isn't lab microservices's" in result.results["alb"].error
     lab.run("destroy", ["alb"])
     assert [lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"]] == [
         ALB

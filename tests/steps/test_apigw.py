@@ -11,8 +11,8 @@ import zipfile
 import boto3
 import pytest
 
-from msctl.engine.step import Step
 from msctl.steps.apigw import ACCESS_LOG_FORMAT, ApigwStep
+from msctl.steps.base import LabStep
 
 from .conftest import assert_lifecycle
 
@@ -105,12 +105,12 @@ def make_functions(config) -> dict:
     return {"functions": functions}
 
 
-def stub_step(name: str, build) -> Step:
+def stub_step(name: str, build) -> LabStep:
     """A step that stands in for a slow dependency: its outputs come from `build` (run once),
     its destroy does nothing."""
     cache: dict = {}
 
-    class Stub(Step):
+    class Stub(LabStep):
         requires = ()
 
         def reconcile(self, run):

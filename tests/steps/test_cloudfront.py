@@ -1,18 +1,23 @@
 """cloudfront against moto: origins, behaviours, OAC, the bucket policy, drift, and a destroy
-that disables before it deletes and leaves other bucket-policy statements alone."""
+that disables before it deletes and leaves other bucket-policy statements alone; with a
+domain, the name and the certificate on the distribution and the alias records."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import boto3
 import pytest
 
-from msctl.steps.cloudfront import CloudFrontStep, managed_view
+from msctl.config import load_config
+from msctl.engine.model import Status
+from msctl.steps.cloudfront import CLOUDFRONT_ZONE_ID, CloudFrontStep, managed_view
 
-from .conftest import assert_lifecycle
+from .conftest import ROOT, Lab, assert_lifecycle
 from .test_apigw import REGION, install_stubs
+from .test_route53 import DOMAIN, FQDN, certificates, existing_zone, records, zones
 
 ACCOUNT = "123456789012"
 BUCKET = (
@@ -35,6 +40,19 @@ FOREIGN = {
 def edge_lab(lab, monkeypatch):
     """The real s3 and apigw steps; lambda and alb stubbed (see test_apigw)."""
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "false")
+    install_stubs(lab)
+    lab.steps.setdefault("cloudfront", CloudFrontStep())
+    return lab
+
+
+@pytest.fixture
+def domain_lab(aws, tmp_path, monkeypatch):
+    """edge_lab with route53.domain set (route53 is then on: the real step)."""
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "false")
+    # moto issues a DNS-validated certificate once it is older than this (default 60 s).
+    monkeypatch.setattr("moto.settings.ACM_VALIDATION_WAIT", 0)
+    config = load_config(ROOT / "config" / "lab.yaml", [f"route53.domain={DOMAIN}"])
+    lab = Lab(config, tmp_path / "state")
     install_stubs(lab)
     lab.steps.setdefault("cloudfront", CloudFrontStep())
     return lab
@@ -97,7 +115,10 @@ def test_distribution_as_the_seed_and_a_destroy_that_keeps_other_statements(edge
     dist_id, arn = outputs["distribution_id"], outputs["arn"]
     config = cf.get_distribution_config(Id=dist_id)["DistributionConfig"]
 
-    assert config["CallerReference"] == "msctl-microservices-distribution"
+    assert re.fullmatch(r"msctl-microservices-[0-9a-f]{32}", config["CallerReference"])
+    # without a domain: no name, CloudFront's own certificate
+    assert not config["Aliases"].get("Items")
+    assert config["ViewerCertificate"]["CloudFrontDefaultCertificate"] is True
     assert (config["Enabled"], config["Comment"]) == (True, "microservices lab")
     assert config["DefaultRootObject"] == "index.html"
     assert config["PriceClass"] == "PriceClass_100"
@@ -136,7 +157,8 @@ def test_distribution_as_the_seed_and_a_destroy_that_keeps_other_statements(edge
     oac = cf.get_origin_access_control(Id=outputs["oac_id"])["OriginAccessControl"]
     assert oac["OriginAccessControlConfig"] == {
         "Name": "microservices-static-oac",
-        "Description": "msctl microservices: CloudFront reads the static bucket",
+        "Description": "CloudFront reads the static bucket - "
+        "msctl:lab=microservices msctl:step=cloudfront",
         "SigningProtocol": "sigv4",
         "SigningBehavior": "always",
         "OriginAccessControlOriginType": "s3",
@@ -174,9 +196,11 @@ def test_distribution_as_the_seed_and_a_destroy_that_keeps_other_statements(edge
 
     lab.recorder.calls.clear()
     lab.run("destroy", ["cloudfront"])
-    assert calls(lab, "UpdateDistribution", "GetDistribution", "DeleteDistribution")[0] == (
-        "UpdateDistribution"
-    )
+    # Disabled, waited until the disable deployed, deleted (the reads before the disable are
+    # the inventory's lookup).
+    seq = calls(lab, "UpdateDistribution", "GetDistribution", "DeleteDistribution")
+    after_disable = seq[seq.index("UpdateDistribution") :]
+    assert "GetDistribution" in after_disable and after_disable[-1] == "DeleteDistribution"
     assert calls(lab, "UpdateDistribution", "DeleteDistribution") == [
         "UpdateDistribution",
         "DeleteDistribution",
@@ -216,3 +240,109 @@ def test_the_comparison_enforces_the_oac_on_aws_and_ignores_what_moto_drops():
     assert managed_view(lost, local=False) != managed_view(desired, local=False)
     # ...but that is exactly what the local emulator stores, so there it is ignored.
     assert managed_view(lost, local=True) == managed_view(desired, local=True)
+
+
+def distribution_config(dist_id: str) -> dict:
+    return cloudfront().get_distribution_config(Id=dist_id)["DistributionConfig"]
+
+
+def test_a_domain_is_on_the_distribution_from_its_create_with_alias_records(domain_lab):
+    lab = domain_lab
+    zone_id = existing_zone()
+    lab.run("apply", ["route53", "apigw", "s3"])
+    lab.recorder.calls.clear()
+    outputs = lab.run("apply", ["cloudfront"]).results["cloudfront"].outputs
+    dns = lab.state.outputs("route53")
+    dist_id = outputs["distribution_id"]
+
+    # created with the name and the certificate: no second update
+    assert calls(lab, "CreateDistributionWithTags", "UpdateDistribution") == [
+        "CreateDistributionWithTags"
+    ]
+    config = distribution_config(dist_id)
+    assert config["Aliases"]["Items"] == [FQDN]
+    viewer = config["ViewerCertificate"]
+    assert viewer["ACMCertificateArn"] == dns["certificate_arn"]
+    assert viewer["SSLSupportMethod"] == "sni-only"
+    assert viewer["MinimumProtocolVersion"] == "TLSv1.2_2021"
+    assert viewer["CloudFrontDefaultCertificate"] is False
+
+    # alias A and AAAA at the distribution, in the zone that was already there
+    have = records(zone_id)
+    for rtype in ("A", "AAAA"):
+        target = have[(FQDN, rtype)]["AliasTarget"]
+        assert target["HostedZoneId"] == CLOUDFRONT_ZONE_ID
+        assert target["DNSName"].rstrip(".") == outputs["domain_name"]
+        assert target["EvaluateTargetHealth"] is False
+    assert lab.changes(lab.run("plan", ["cloudfront"]), "cloudfront") == []
+
+    # drift: someone takes the name off the distribution; plan sees it, apply restores it
+    drifted = cloudfront().get_distribution_config(Id=dist_id)
+    bare = {**drifted["DistributionConfig"], "Aliases": {"Quantity": 0}}
+    bare["ViewerCertificate"] = {"CloudFrontDefaultCertificate": True}
+    cloudfront().update_distribution(Id=dist_id, IfMatch=drifted["ETag"], DistributionConfig=bare)
+    plan = lab.run("plan", ["cloudfront"])
+    assert [(c.action, c.kind, c.detail) for c in lab.changes(plan, "cloudfront")] == [
+        ("update", "distribution", "Aliases, ViewerCertificate differ")
+    ]
+    lab.run("apply", ["cloudfront"])
+    config = distribution_config(dist_id)
+    assert config["Aliases"]["Items"] == [FQDN]
+    assert config["ViewerCertificate"]["ACMCertificateArn"] == dns["certificate_arn"]
+
+    # down: the records and the distribution go with cloudfront, the certificate with route53;
+    # the zone msctl didn't create stays with only what was there before
+    destroyed = lab.run("destroy", ["route53"])
+    assert destroyed.results["cloudfront"].status is Status.COMPLETE
+    assert not cloudfront().list_distributions()["DistributionList"].get("Items")
+    assert certificates() == []
+    assert [z["Id"].split("/")[-1] for z in zones()] == [zone_id]
+    assert set(records(zone_id)) == {(DOMAIN, "NS"), (DOMAIN, "SOA"), (f"www.{DOMAIN}", "TXT")}
+
+
+def test_down_and_up_again_with_a_zone_msctl_created(domain_lab):
+    """up -> down -> up: each create sends a CallerReference of its own (AWS refuses one it
+    has seen, even from a deleted distribution); the zone msctl created goes with down."""
+    lab = domain_lab
+    sent: list[str] = []
+    lab.ctx.session.events.register(
+        "provide-client-params.cloudfront.CreateDistributionWithTags",
+        lambda params, **_: sent.append(
+            params["DistributionConfigWithTags"]["DistributionConfig"]["CallerReference"]
+        ),
+    )
+    first = lab.run("apply", ["cloudfront"]).results["cloudfront"].outputs
+    assert lab.state.outputs("route53")["zone_created"] is True
+    lab.run("destroy", ["route53"])
+    assert zones() == [] and certificates() == []
+    assert not cloudfront().list_distributions()["DistributionList"].get("Items")
+
+    second = lab.run("apply", ["cloudfront"]).results["cloudfront"].outputs
+    assert second["distribution_id"] != first["distribution_id"]
+    assert len(sent) == 2 and sent[0] != sent[1]
+    assert distribution_config(second["distribution_id"])["CallerReference"] == sent[1]
+    assert distribution_config(second["distribution_id"])["Aliases"]["Items"] == [FQDN]
+    lab.run("destroy", ["route53"])
+    assert zones() == [] and certificates() == []
+
+
+def test_refuses_to_overwrite_a_record_that_is_not_a_cloudfront_alias(domain_lab):
+    lab = domain_lab
+    zone_id = existing_zone()
+    theirs = {
+        "Name": f"{FQDN}.",
+        "Type": "A",
+        "TTL": 60,
+        "ResourceRecords": [{"Value": "192.0.2.1"}],
+    }
+    boto3.client("route53", region_name=REGION).change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": theirs}]},
+    )
+    result = lab.run("apply", ["cloudfront"], expect_ok=False)
+    res = result.results["cloudfront"]
+    assert res.status is Status.FAILED and "isn't a CloudFront alias" in res.error
+    assert records(zone_id)[(FQDN, "A")]["ResourceRecords"] == [{"Value": "192.0.2.1"}]
+    # down leaves it alone too
+    lab.run("destroy", ["cloudfront"])
+    assert records(zone_id)[(FQDN, "A")]["ResourceRecords"] == [{"Value": "192.0.2.1"}]

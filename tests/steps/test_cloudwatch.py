@@ -11,13 +11,15 @@ import boto3
 import pytest
 
 from msctl.config import load_config
-from msctl.engine.model import Pending
-from msctl.engine.step import Step, StepRun
+from msctl.engine import runner
+from msctl.engine.model import Pending, Status
+from msctl.resources import marked
+from msctl.steps.base import LabStep
 from msctl.steps.cloudwatch import CloudWatchStep, alarm_specs, dashboard_body, topic_name
+from msctl.steps.run import StepRun
 
 from .conftest import ROOT, Lab, assert_lifecycle
 from .test_rds import VERSIONS, EngineCatalogue
-from .test_route53 import apply_dependencies
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's account
@@ -168,11 +170,11 @@ def _outputs_only(config) -> dict:
     }
 
 
-def _fake_step(step_name: str, build) -> Step:
+def _fake_step(step_name: str, build) -> LabStep:
     """Stands in for a step: builds what that step would (names from the config, log groups
     with the configured retention) on its first apply."""
 
-    class Fake(Step):
+    class Fake(LabStep):
         name = step_name
         outputs: dict | None = None
 
@@ -187,6 +189,16 @@ def _fake_step(step_name: str, build) -> Step:
             pass
 
     return Fake()
+
+
+def apply_dependencies(lab: Lab, step: str) -> None:
+    """Apply everything `step` requires, with the registered steps, once; later runs reuse
+    their outputs instead of reconciling the whole chain again (seconds per run on moto)."""
+    deps = [s for s in runner.select(lab.steps, [step], "apply") if s != step]
+    lab.run("apply", deps)
+    for name in deps:
+        lab.steps[name] = frozen = _fake_step(name, None)
+        frozen.outputs = lab.state.outputs(name)
 
 
 def install_steps(lab: Lab, real: bool) -> Lab:
@@ -238,12 +250,16 @@ def dashboard_metrics(name: str) -> list[tuple[str, str, dict[str, str]]]:
     """(namespace, metric, dimensions) of every metric on the dashboard, as CloudWatch has it."""
     body = json.loads(client("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"])
     out = []
-    for widget in body["widgets"]:
+    for widget in metric_widgets(body):
         for row in widget["properties"]["metrics"]:
             row = [x for x in row if not isinstance(x, dict)]
             namespace, metric, rest = row[0], row[1], row[2:]
             out.append((namespace, metric, dict(zip(rest[::2], rest[1::2], strict=True))))
     return out
+
+
+def metric_widgets(body: dict) -> list[dict]:
+    return [w for w in body["widgets"] if w["type"] == "metric"]
 
 
 def alarms(prefix: str) -> dict[str, dict]:
@@ -337,7 +353,7 @@ def test_dashboard_and_alarms_name_only_what_the_lab_has(cw_lab):
         ]
     )
     assert body == dashboard_body(config, REGION)
-    assert {w["properties"]["region"] for w in body["widgets"]} == {REGION}
+    assert {w["properties"]["region"] for w in metric_widgets(body)} == {REGION}
 
     found = alarms(config.lab)
     assert set(found) == set(result.results["cloudwatch"].outputs["alarm_names"])
@@ -436,3 +452,21 @@ def test_an_alarm_changed_by_hand_is_put_back(quick_cw_lab):
     ]
     cw_lab.run("apply", ["cloudwatch"])
     assert alarms("microservices")["microservices-rds-cpu-high"]["Threshold"] == 80
+
+
+def test_the_dashboard_body_carries_the_labs_mark(lab_config):
+    body = json.dumps(dashboard_body(lab_config, REGION))
+    assert marked(body) == {"msctl:lab": "microservices", "msctl:step": "cloudwatch"}
+
+
+def test_a_same_named_dashboard_without_the_mark_is_refused_and_left_alone(quick_cw_lab):
+    cw_lab = quick_cw_lab
+    name = cw_lab.config.cloudwatch.dashboard
+    foreign = json.dumps({"widgets": [{"type": "text", "properties": {"markdown": "ours"}}]})
+    client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=foreign)
+    res = cw_lab.run("apply", ["cloudwatch"], expect_ok=False).results["cloudwatch"]
+    assert res.status is Status.FAILED
+    assert f"dashboard {name}" in res.error and "isn't lab microservices's" in res.error
+    cw_lab.run("destroy", ["cloudwatch"])
+    body = client("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"]
+    assert json.loads(body) == json.loads(foreign)

@@ -219,8 +219,8 @@ def test_ecr_lifecycle(lab, sources):
         lab,
         "ecr",
         {
-            ("repository", PRODUCTS),
-            ("repository", ORDERS),
+            ("ecr-repository", PRODUCTS),
+            ("ecr-repository", ORDERS),
             ("image", f"{PRODUCTS}:{tags['products']}"),
             ("image", f"{ORDERS}:{tags['orders']}"),
         },
@@ -322,8 +322,8 @@ def test_drifted_repository_settings_are_fixed(lab):
     client.delete_lifecycle_policy(repositoryName=ORDERS)
     plan = lab.run("plan", ["ecr"])
     assert sorted((c.action, c.kind, c.name) for c in lab.changes(plan, "ecr")) == [
-        ("update", "repository", ORDERS),
-        ("update", "repository", ORDERS),
+        ("update", "ecr-repository", ORDERS),
+        ("update", "ecr-repository", ORDERS),
     ]
     lab.run("apply", ["ecr"])
     assert lab.changes(lab.run("plan", ["ecr"]), "ecr") == []
@@ -335,7 +335,7 @@ def test_foreign_repository_is_neither_adopted_nor_deleted(lab):
     ecr().create_repository(repositoryName=ORDERS)
     result = lab.run("apply", ["ecr"], expect_ok=False)
     assert result.results["ecr"].status is Status.FAILED
-    assert "isn't this lab's" in result.results["ecr"].error
+    assert "isn't lab microservices's" in result.results["ecr"].error
     lab.run("destroy", ["ecr"])
     assert [r["repositoryName"] for r in ecr().describe_repositories()["repositories"]] == [ORDERS]
 

@@ -13,8 +13,8 @@ from msctl.config import load_config
 from msctl.engine import runner
 from msctl.engine.model import Status
 from msctl.engine.step import StepError
-from msctl.steps.ecs import (
-    SCALABLE_DIMENSION,
+from msctl.resources.ecs import SCALABLE_DIMENSION
+from msctl.steps.ecs_spec import (
     XRAY_CONTAINER,
     XRAY_IMAGE,
     deployment_state,
@@ -276,10 +276,10 @@ def test_desired_count_is_left_to_auto_scaling_within_its_bounds():
 
 
 def test_ecs_lifecycle(ecs_lab):
-    creates = {("cluster", CLUSTER)}
+    creates = {("ecs-cluster", CLUSTER)}
     creates |= {("log-group", g) for g in LOG_GROUPS}
     creates |= {("task-definition", f) for f in FAMILIES.values()}
-    creates |= {("service", s) for s in SERVICES.values()}
+    creates |= {("ecs-service", s) for s in SERVICES.values()}
     creates |= {("scalable-target", f"service/{CLUSTER}/{s}") for s in SERVICES.values()}
     creates |= {("scaling-policy", f"{s}-cpu") for s in SERVICES.values()}
     outputs = assert_lifecycle(ecs_lab, "ecs", creates)
@@ -422,7 +422,7 @@ def test_new_revision_only_when_the_definition_changes(ecs_lab, tmp_path):
     plan = only(changed, "plan")
     assert {(c.action, c.kind, c.name) for c in changed.changes(plan, "ecs")} == {
         *{("update", "task-definition", f) for f in FAMILIES.values()},
-        *{("update", "service", s) for s in SERVICES.values()},
+        *{("update", "ecs-service", s) for s in SERVICES.values()},
     }
     only(changed, "apply")
     registered = [c for c in changed.recorder.calls if c == ("ecs", "RegisterTaskDefinition")]
@@ -446,7 +446,7 @@ def test_new_revision_only_when_the_definition_changes(ecs_lab, tmp_path):
     ecs.update_service(cluster=CLUSTER, service=products, desiredCount=6)
     plan = only(changed, "plan")
     assert [(c.kind, c.name, c.detail) for c in changed.changes(plan, "ecs")] == [
-        ("service", products, "desired count 6 -> 2")
+        ("ecs-service", products, "desired count 6 -> 2")
     ]
     only(changed, "apply")
     svc = ecs.describe_services(cluster=CLUSTER, services=[products])["services"][0]
@@ -472,3 +472,71 @@ def test_new_revision_only_when_the_definition_changes(ecs_lab, tmp_path):
 
     only(changed, "destroy")
     assert_nothing_left()
+
+
+def test_foreign_cluster_and_family_are_neither_adopted_nor_deleted(ecs_lab):
+    """A same-named cluster without the lab's tag stops `up`; `down` leaves it, its service
+    and that service's scalable target alone. So for another lab's task definition family."""
+    lab = ecs_lab
+    lab.run("apply", [s for s in runner.select(lab.steps, ["ecs"], "apply") if s != "ecs"])
+    ecs, aas = client("ecs"), client("application-autoscaling")
+    container = [{"name": "app", "image": "nginx", "memory": 128}]
+    ecs.register_task_definition(family="someone-else", containerDefinitions=container)
+    arn = ecs.create_cluster(clusterName=CLUSTER)["cluster"]["clusterArn"]
+    ecs.create_service(
+        cluster=CLUSTER, serviceName="theirs", taskDefinition="someone-else:1", desiredCount=1
+    )
+    theirs = f"service/{CLUSTER}/theirs"
+    aas.register_scalable_target(
+        ServiceNamespace="ecs",
+        ResourceId=theirs,
+        ScalableDimension=SCALABLE_DIMENSION,
+        MinCapacity=1,
+        MaxCapacity=2,
+    )
+
+    def notes() -> list[str]:
+        return [e.message for e in lab.events if e.kind == "note"]
+
+    up = runner.run(lab.ctx, lab.steps, "apply", selected=["ecs"]).results["ecs"]
+    assert up.status is Status.FAILED
+    assert up.error == (
+        f"ecs-cluster {CLUSTER} ({arn}) exists but isn't lab microservices's: "
+        "it has no msctl:lab tag"
+    )
+    only(lab, "destroy")
+    assert (
+        f"ecs-cluster {CLUSTER} ({arn}) isn't lab microservices's (it has no msctl:lab tag): left alone"
+        in notes()
+    )
+    assert ecs.describe_clusters(clusters=[CLUSTER])["clusters"][0]["status"] == "ACTIVE"
+    assert (
+        ecs.describe_services(cluster=CLUSTER, services=["theirs"])["services"][0]["status"]
+        == "ACTIVE"
+    )
+    assert [t["ResourceId"] for t in scalable_targets()] == [theirs]
+
+    aas.deregister_scalable_target(
+        ServiceNamespace="ecs", ResourceId=theirs, ScalableDimension=SCALABLE_DIMENSION
+    )
+    ecs.delete_service(cluster=CLUSTER, service="theirs", force=True)
+    ecs.delete_cluster(cluster=CLUSTER)
+    family = FAMILIES["products"]
+    other = ecs.register_task_definition(
+        family=family, containerDefinitions=container, tags=[{"key": "msctl:lab", "value": "other"}]
+    )["taskDefinition"]["taskDefinitionArn"]
+    up = runner.run(lab.ctx, lab.steps, "apply", selected=["ecs"]).results["ecs"]
+    assert up.status is Status.FAILED
+    assert up.error == (
+        f"task-definition {family} ({other}) exists but isn't lab microservices's: "
+        "it is tagged msctl:lab=other"
+    )
+    only(lab, "destroy")
+    assert (
+        f"task-definition {family} ({other}) isn't lab microservices's (it is tagged msctl:lab=other): left alone"
+        in notes()
+    )
+    assert active_revisions(family) == [other]
+    assert active_revisions(FAMILIES["orders"]) == []
+    assert live_services() == [] and scalable_targets() == []
+    assert client("logs").describe_log_groups(logGroupNamePrefix="/ecs/")["logGroups"] == []

@@ -8,7 +8,8 @@ import boto3
 import pytest
 
 from msctl.engine.model import Pending
-from msctl.engine.step import Step, StepRun
+from msctl.steps.base import LabStep as Step
+from msctl.steps.run import StepRun
 from msctl.steps.iam import (
     POLICY_NAME,
     WILDCARD_ACTIONS,
@@ -130,7 +131,7 @@ def statements(document) -> list[dict]:
 
 def test_iam_lifecycle(iam_lab):
     names = role_names(iam_lab.config)
-    outputs = assert_lifecycle(iam_lab, "iam", {("role", n) for n in names})
+    outputs = assert_lifecycle(iam_lab, "iam", {("iam-role", n) for n in names})
     assert outputs["lambda_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names[0]}"
     assert outputs["task_execution_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names[1]}"
     assert outputs["task_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names[2]}"
@@ -142,7 +143,7 @@ def test_iam_plan_before_its_inputs_exist_lists_the_roles(iam_lab):
     plan = iam_lab.run("plan", ["iam"])
     changes = iam_lab.changes(plan, "iam")
     assert {(c.action, c.kind, c.name) for c in changes} == {
-        ("create", "role", n) for n in role_names(iam_lab.config)
+        ("create", "iam-role", n) for n in role_names(iam_lab.config)
     }
 
 
@@ -279,7 +280,7 @@ def test_iam_repairs_trust_and_a_widened_policy(iam_lab):
     )
     plan = iam_lab.run("plan", ["iam"])
     assert {(c.action, c.kind, c.name) for c in iam_lab.changes(plan, "iam")} == {
-        ("update", "role", cfg.iam.task_role),
+        ("update", "iam-role", cfg.iam.task_role),
         ("update", "role-policy", f"{cfg.iam.lambda_role} {POLICY_NAME}"),
     }
     iam_lab.run("apply", ["iam"])

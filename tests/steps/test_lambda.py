@@ -124,7 +124,7 @@ def test_every_function_zip_has_its_handler_and_the_shared_module(lab_config):
 
 def test_lambda_lifecycle(fn_lab):
     fn = names(fn_lab.config)
-    expected = {("function", n) for n in fn.values()}
+    expected = {("lambda-function", n) for n in fn.values()}
     expected |= {("log-group", f"/aws/lambda/{n}") for n in fn.values()}
     outputs = assert_lifecycle(fn_lab, "lambda", expected)
     assert set(outputs["functions"]) == set(FUNCTIONS)
@@ -171,7 +171,7 @@ def test_functions_as_configured_and_a_handler_change_updates_only_its_code(fn_l
     plan = fn_lab.run("plan", ["lambda"])
     changes = fn_lab.changes(plan, "lambda")
     assert [(c.action, c.kind, c.name) for c in changes] == [
-        ("update", "function", "microservices-users")
+        ("update", "lambda-function", "microservices-users")
     ]
     assert changes[0].detail.startswith("code ")
     calls = ParamRecorder(fn_lab)

@@ -11,7 +11,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from msctl.engine.model import Status
-from msctl.engine.step import StepRun
+from msctl.steps.run import StepRun
 from msctl.steps.rds import wait_available
 
 from .conftest import Lab, assert_lifecycle
@@ -281,9 +281,12 @@ def test_foreign_instance_and_subnet_group_drift(lab, catalogue):
     )
     result = lab.run("plan", ["rds"], expect_ok=False).results["rds"]
     assert result.status is Status.FAILED
-    assert "belongs to something outside msctl" in result.error
-    assert lab.run("destroy", ["rds"], expect_ok=False).results["rds"].status is Status.FAILED
+    assert "exists but isn't lab microservices's: it has no msctl:lab tag" in result.error
+    # down leaves it alone, and says so.
+    assert lab.run("destroy", ["rds"]).results["rds"].status is Status.NOCHANGE
     assert instances() == [IDENTIFIER]
+    notes = [e.message for e in lab.events if e.kind == "note" and e.step == "rds"]
+    assert f"db-instance {IDENTIFIER} ({IDENTIFIER}) isn't lab microservices's (it has no msctl:lab tag): left alone" in notes
     rds_client().delete_db_instance(DBInstanceIdentifier=IDENTIFIER, SkipFinalSnapshot=True)
 
     # A lab subnet group over the wrong subnets is drift; moto's ModifyDBSubnetGroup loses

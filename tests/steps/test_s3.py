@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from msctl.engine.model import Status
+from msctl.resources import data
 from msctl.steps import s3 as s3_step
 from msctl.steps.s3 import SITE_PREFIX
 
@@ -178,8 +179,8 @@ def test_s3_deletes_removed_files_but_never_other_prefixes(lab, site):
 
 def test_s3_destroy_empties_a_versioned_bucket(lab, monkeypatch):
     # Small pages and batches, so that several list rounds and DeleteObjects batches run.
-    monkeypatch.setattr(s3_step, "LIST_PAGE_SIZE", 5)
-    monkeypatch.setattr(s3_step, "DELETE_BATCH", 2)
+    monkeypatch.setattr(data, "LIST_PAGE_SIZE", 5)
+    monkeypatch.setattr(data, "DELETE_BATCH", 2)
     lab.run("apply", ["s3"])
     client = s3()
     client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})

@@ -213,7 +213,7 @@ def test_a_same_named_group_of_someone_else_is_refused_and_left_alone(xray_lab):
     fake = FakeXray().install(xray_lab)
     fake.CreateGroup({"GroupName": "microservices", "FilterExpression": "ok", "Tags": []})
     res = xray_lab.run("apply", ["xray"], expect_ok=False).results["xray"]
-    assert res.status is Status.FAILED and "isn't this lab's" in res.error
+    assert res.status is Status.FAILED and "exists but isn't lab microservices's" in res.error
     xray_lab.run("destroy", ["xray"])
     assert list(fake.groups) == ["microservices"]
 

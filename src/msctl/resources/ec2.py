@@ -50,7 +50,7 @@ class Ec2Kind(Kind):
         return arn.rsplit("/", 1)[-1]
 
     def find(self, client, name: str, lab: str) -> Resource | None:
-        return only_one(self.tagged(client, lab, name), f"{self.name}s named {name}")
+        return only_one(self.tagged(client, lab, name), f"{self.name} resources named {name}")
 
     def scan(self, client, lab: str):
         return self.tagged(client, lab)

@@ -1,6 +1,6 @@
 """ECS: cluster, services, task definitions, the services' scalable targets, and tasks.
 
-Scalable targets are this lab's when the cluster in their resource id is: AWS tags them at
+A scalable target's tags are its cluster's (the one in its resource id): AWS tags targets at
 registration, but the local emulator keeps no tags for them (and 500s on reading them), and
 a cluster's name is unique in the account. Their scaling policies (and the policies' alarms)
 go with them.
@@ -12,7 +12,6 @@ from botocore.exceptions import ClientError
 
 from .. import costs
 from ..aws.errors import is_code
-from ..aws.tags import LAB, STEP
 from .base import Kind, Resource, absent, first
 
 SCALING_NAMESPACE = "ecs"
@@ -99,7 +98,9 @@ class Service(Kind):
     def cost(self, resource: Resource) -> float:
         size = resource.get("_size") or {}
         tasks = max(resource.get("desiredCount", 0), resource.get("runningCount", 0))
-        return costs.fargate_hourly(float(size.get("cpu") or 0), float(size.get("memory") or 0), tasks)
+        return costs.fargate_hourly(
+            float(size.get("cpu") or 0), float(size.get("memory") or 0), tasks
+        )
 
     def delete(self, run, resource: Resource) -> None:
         """Scale to 0 (the tasks drain from the target group), delete, wait until gone."""
@@ -118,19 +119,6 @@ class Service(Kind):
             lambda: service_gone(ecs, cluster, name),
             timeout=SERVICE_DELETE_TIMEOUT,
         )
-
-
-def lab_clusters(ecs, lab: str) -> dict[str, dict[str, str]]:
-    """The tags of each live cluster of the lab, by cluster name."""
-    arns = [a for page in ecs.get_paginator("list_clusters").paginate() for a in page["clusterArns"]]
-    found = {}
-    for start in range(0, len(arns), 100):
-        described = ecs.describe_clusters(clusters=arns[start : start + 100], include=["TAGS"])
-        for cluster in described["clusters"]:
-            tags = ecs_tags(cluster.get("tags"))
-            if CLUSTER.alive(cluster) and tags.get(LAB) == lab:
-                found[cluster["clusterName"]] = tags
-    return found
 
 
 def _cluster_of(arn: str) -> str:
@@ -154,6 +142,20 @@ class TaskDefinition(Kind):
         found = client.describe_task_definition(taskDefinition=ident, include=["TAGS"])
         return {**found["taskDefinition"], "tags": found.get("tags") or []}
 
+    def find(self, client, name: str, lab: str) -> Resource | None:
+        """The family's latest ACTIVE revision (familyPrefix is only a prefix; the local
+        emulator answers a bare family name with its latest revision, even an INACTIVE one)."""
+        arns = [
+            arn
+            for page in client.get_paginator("list_task_definitions").paginate(
+                familyPrefix=name, status="ACTIVE"
+            )
+            for arn in page.get("taskDefinitionArns", [])
+            if arn.rsplit("/", 1)[-1].rsplit(":", 1)[0] == name
+        ]
+        latest = max(arns, key=lambda arn: int(arn.rsplit(":", 1)[-1]), default=None)
+        return self.read(client, latest) if latest else None
+
     def alive(self, resource: Resource) -> bool:
         return resource.get("status") == "ACTIVE"
 
@@ -169,13 +171,30 @@ class TaskDefinition(Kind):
         )
 
 
+class _AutoScaling:
+    """The Application Auto Scaling client, with the ECS client its targets' owners are read
+    from."""
+
+    def __init__(self, aas, ecs):
+        self._aas = aas
+        self.ecs = ecs
+
+    def __getattr__(self, name: str):
+        return getattr(self._aas, name)
+
+
 class ScalableTarget(Kind):
+    """A service's desired count, service/<cluster>/<service>: its tags are its cluster's."""
+
     name = "scalable-target"
     service = "application-autoscaling"
     id_key = "ResourceId"
     arn_key = "ScalableTargetARN"
     tagging_type = "application-autoscaling:scalable-target"
     scanned = True
+
+    def client(self, ctx):
+        return _AutoScaling(super().client(ctx), CLUSTER.client(ctx))
 
     def describe(self, client, ident: str) -> Resource | None:
         found = client.describe_scalable_targets(
@@ -185,35 +204,30 @@ class ScalableTarget(Kind):
         )["ScalableTargets"]
         return next((t for t in found if t.get("ResourceId") == ident), None)
 
+    def tags(self, client, resource: Resource) -> dict[str, str]:
+        parts = resource.get("ResourceId", "").split("/")
+        if len(parts) != 3 or parts[0] != "service":
+            return {}
+        cluster = CLUSTER.read(client.ecs, parts[1])
+        return CLUSTER.tags(client.ecs, cluster) if cluster else {}
+
     def scan(self, client, lab: str):
         for page in client.get_paginator("describe_scalable_targets").paginate(
             ServiceNamespace=SCALING_NAMESPACE
         ):
             yield from page.get("ScalableTargets", [])
 
-    def owned(self, ctx, lab: str, step: str | None) -> list:
-        """The targets of the lab's clusters' services (service/<cluster>/<service>)."""
-        clusters = lab_clusters(ctx.clients.ecs, lab)
-        items = []
-        for target in self.scan(self.client(ctx), lab):
-            parts = target.get("ResourceId", "").split("/")
-            if len(parts) != 3 or parts[1] not in clusters:
-                continue
-            if step and clusters[parts[1]].get(STEP) != step:
-                continue
-            items.append(self.item(target, clusters[parts[1]], region=ctx.clients.region))
-        return items
-
     def label(self, resource: Resource, tags: dict[str, str]) -> str:
         return resource["ResourceId"]
 
     def delete(self, run, resource: Resource) -> None:
-        # Its scaling policies (and their alarms) go with it.
-        self.client(run.ctx).deregister_scalable_target(
-            ServiceNamespace=resource["ServiceNamespace"],
-            ResourceId=resource["ResourceId"],
-            ScalableDimension=resource["ScalableDimension"],
-        )
+        """Its scaling policies (and their alarms) first: AWS deletes them with the target,
+        the local emulator keeps them."""
+        aas = self.client(run.ctx)
+        target = {k: resource[k] for k in ("ServiceNamespace", "ResourceId", "ScalableDimension")}
+        for policy in aas.describe_scaling_policies(**target)["ScalingPolicies"]:
+            aas.delete_scaling_policy(PolicyName=policy["PolicyName"], **target)
+        aas.deregister_scalable_target(**target)
 
 
 class Task(Kind):

@@ -235,6 +235,18 @@ class HostedZone(Kind):
         for page in client.get_paginator("list_hosted_zones").paginate():
             yield from page.get("HostedZones", [])
 
+    def find(self, client, name: str, lab: str) -> Resource | None:
+        """The domain's public zone, whoever made it (the route53 step uses one it didn't)."""
+        wanted = name.rstrip(".").lower()
+        listed = client.list_hosted_zones_by_name(DNSName=wanted, MaxItems="100")
+        found = [
+            {**z, "Id": self.ident(z)}
+            for z in listed.get("HostedZones", [])
+            if z["Name"].rstrip(".").lower() == wanted
+            and not (z.get("Config") or {}).get("PrivateZone")
+        ]
+        return only_one(found, f"public hosted zones for {name}")
+
     def label(self, resource: Resource, tags: dict[str, str]) -> str:
         return resource.get("Name", "").rstrip(".")
 

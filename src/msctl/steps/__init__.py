@@ -40,4 +40,8 @@ def _classes() -> tuple[type[LabStep], ...]:
 
 
 def all_steps() -> dict[str, LabStep]:
-    return {cls.name: cls() for cls in _classes()}
+    steps = {cls.name: cls() for cls in _classes()}
+    while missing := [n for n, s in steps.items() if any(r not in steps for r in s.requires)]:
+        for name in missing:
+            del steps[name]
+    return steps

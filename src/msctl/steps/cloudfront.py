@@ -7,33 +7,46 @@
   CloudFront forwards the path unchanged, so `/api/auth/login` reaches stage `prod`,
   resource `/api/auth/login` (see steps/apigw.py).
 - Origin `static`: the bucket's regional domain through origin access control
-  `<lab>-static-oac` (SigV4, always); default behaviour GET/HEAD, managed CachingOptimized,
-  root object index.html, origin path `/site`. The bucket stays private: this step adds the
-  bucket policy statement that lets only this distribution read the site's prefix, so the
-  notification objects (`notifications/`) are never served. (An explicit Deny would say the
-  same, but moto applies a bucket policy's Deny to every caller, Lambda included.)
+  `<lab>-static-oac` (SigV4, always; it can't be tagged: its description carries the lab's
+  mark); default behaviour GET/HEAD, managed CachingOptimized, root object index.html,
+  origin path `/site`. The bucket stays private: this step adds the bucket policy statement
+  that lets only this distribution read the site's prefix, so the notification objects
+  (`notifications/`) are never served. (An explicit Deny would say the same, but moto
+  applies a bucket policy's Deny to every caller, Lambda included.)
+- With `route53.domain`: the name `<record>.<domain>` and the route53 step's certificate
+  (sni-only, TLSv1.2_2021) are in the distribution's config from its create; alias A and
+  AAAA records in the zone point at it. Without: no name, the default certificate.
 
 The distribution is found by its tags; a re-run compares the fields msctl manages with the
-live DistributionConfig and updates (IfMatch the live ETag) only when they differ. Aliases
-and the viewer certificate belong to the route53 step and are left as they are.
-
-Destroy: disable, wait until the disable has deployed, delete (retrying
-DistributionNotDisabled, which AWS answers for a while even after "Deployed"), then the
-origin access control and msctl's bucket policy statements (others are kept).
+live DistributionConfig and updates (IfMatch the live ETag) only when they differ. Destroy
+removes the alias records and msctl's bucket policy statements (others are kept), then the
+distribution (disable, wait deployed, delete) and the origin access control.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import uuid
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..aws.errors import is_code
-from ..aws.tags import LAB, NAME, as_dict, as_list
+from ..aws.tags import as_list
 from ..engine.model import Pending, is_pending
-from ..engine.step import Fix, Resource, Step, StepRun, only_one
+from ..engine.step import StepError
+from ..resources import Resource, mark, owner
+from ..resources.edge import (
+    DEPLOY_TIMEOUT,
+    DISTRIBUTION,
+    HOSTED_ZONE,
+    ORIGIN_ACCESS_CONTROL,
+    deployed,
+)
+from .base import LabStep
+from .route53 import dns, ensure_record, find_record, record_name, remove_record
+from .run import Fix, StepRun
 from .s3 import SITE_PREFIX, derived_name
 
 # AWS managed policies (the same ids in every account).
@@ -48,192 +61,14 @@ VIEWER_PROTOCOL = "redirect-to-https"
 HTTP_VERSION = "http2and3"
 ROOT_OBJECT = "index.html"
 ORIGIN_TLS = ["TLSv1.2"]
+SSL_SUPPORT = "sni-only"
+MIN_TLS = "TLSv1.2_2021"
+CLOUDFRONT_ZONE_ID = "Z2FDTNDATAQYW2"  # the fixed hosted zone id of every CloudFront alias
 SERVICE = "cloudfront.amazonaws.com"
 READ_SID = "msctl-cloudfront-oac-read"
 # Earlier versions added a Deny on notifications/; it is still removed as one of ours.
 DENY_SID = "msctl-cloudfront-deny-notifications"
 OUR_SIDS = (READ_SID, DENY_SID)
-# ~3 min on AWS, historically 15-40: a generous bound, polled every few seconds.
-DEPLOY_TIMEOUT = 2400
-# DistributionNotDisabled can last a few minutes after the disable reports Deployed.
-DELETE_TIMEOUT = 900
-OAC_IN_USE_TIMEOUT = 300
-
-
-class CloudFrontStep(Step):
-    name = "cloudfront"
-    requires = ("apigw", "s3")
-    services = ("cloudfront", "s3", "sts")
-    description = "CloudFront distribution: /api/* to API Gateway, the rest to S3 (OAC)"
-
-    def reconcile(self, run: StepRun) -> dict:
-        cf = run.clients.cloudfront
-        lab = run.ctx.lab
-        api = run.outputs_of("apigw")
-        site = run.outputs_of("s3")
-        oac_name = oac_name_of(run)
-
-        oac_id = run.ensure(
-            "origin-access-control",
-            oac_name,
-            id_key="Id",
-            find=lambda: find_oac(cf, oac_name),
-            create=lambda: _create_oac(run, oac_name),
-            fixes=lambda oac: _oac_fixes(cf, oac),
-        )
-        name = distribution_name(run)
-        desired = desired_config(run, api, site, oac_id)
-        seen: dict[str, Resource] = {}
-
-        def find() -> Resource | None:
-            found = find_distribution(cf, lab, name)
-            if found:
-                seen["dist"] = found
-            return found
-
-        def create() -> Resource:
-            seen["dist"] = cf.create_distribution_with_tags(
-                DistributionConfigWithTags={
-                    "DistributionConfig": desired,
-                    "Tags": {"Items": as_list(run.tags(name))},
-                }
-            )["Distribution"]
-            return seen["dist"]
-
-        dist_id = run.ensure(
-            "distribution",
-            name,
-            id_key="Id",
-            arn_key="ARN",
-            after=[api["api_domain"], site["bucket_regional_domain"], oac_id],
-            find=find,
-            create=create,
-            fixes=lambda dist: _distribution_fixes(run, dist, desired),
-        )
-        dist = seen.get("dist") or {}
-        arn = dist.get("ARN") or Pending(f"ARN of {name}")
-        if not is_pending(dist_id):
-            run.wait(
-                f"distribution {dist_id} to deploy",
-                lambda: _deployed(cf, dist_id),
-                timeout=DEPLOY_TIMEOUT,
-            )
-        self._bucket_policy(run, site, arn)
-        return {
-            "distribution_id": dist_id,
-            "domain_name": dist.get("DomainName") or Pending(f"domain name of {name}"),
-            "arn": arn,
-            "oac_id": oac_id,
-        }
-
-    def _bucket_policy(self, run: StepRun, site: dict, dist_arn: str) -> None:
-        s3 = run.clients.s3
-        bucket = site["bucket"]
-        wanted = policy_statements(site["bucket_arn"], dist_arn)
-        label = f"{bucket} CloudFront read"
-        if is_pending(bucket, dist_arn):
-            run.setting(
-                "bucket-policy",
-                label,
-                ok=False,
-                detail="this distribution only",
-                action="create",
-                apply=lambda: None,
-            )
-            return
-        current = bucket_policy(s3, bucket) or {}
-        ours = [s for s in current.get("Statement", []) if s.get("Sid") in OUR_SIDS]
-        run.setting(
-            "bucket-policy",
-            label,
-            ok=canonical(ours) == canonical(wanted),
-            detail=f"GetObject for {dist_arn} only",
-            action="create" if not ours else "update",
-            apply=lambda: _merge_policy(s3, bucket, wanted),
-        )
-
-    def teardown(self, run: StepRun) -> None:
-        cf = run.clients.cloudfront
-        s3 = run.clients.s3
-        name = distribution_name(run)
-        oac_name = oac_name_of(run)
-        run.remove(
-            "distribution",
-            name,
-            find=lambda: find_distribution(cf, run.ctx.lab, name),
-            delete=lambda dist: _delete_distribution(run, dist),
-        )
-        run.remove(
-            "origin-access-control",
-            oac_name,
-            find=lambda: find_oac(cf, oac_name),
-            delete=lambda oac: run.retry(
-                lambda: cf.delete_origin_access_control(
-                    Id=oac["Id"], IfMatch=cf.get_origin_access_control(Id=oac["Id"])["ETag"]
-                ),
-                codes=("OriginAccessControlInUse", "PreconditionFailed"),
-                timeout=OAC_IN_USE_TIMEOUT,
-                reason="the deleted distribution still holds the origin access control",
-            ),
-        )
-        bucket = run.outputs_of("s3").get("bucket") or derived_name(run)
-
-        def ours() -> Resource | None:
-            current = bucket_policy(s3, bucket)
-            if current and any(s.get("Sid") in OUR_SIDS for s in current.get("Statement", [])):
-                return current
-            return None
-
-        run.remove(
-            "bucket-policy",
-            f"{bucket} CloudFront read",
-            find=ours,
-            delete=lambda _policy: _merge_policy(s3, bucket, []),
-        )
-
-
-# ---------------------------------------------------------------- names and lookups
-
-
-def distribution_name(run: StepRun) -> str:
-    return f"{run.ctx.lab}-distribution"
-
-
-def oac_name_of(run: StepRun) -> str:
-    return f"{run.ctx.lab}-static-oac"
-
-
-def find_distribution(cf, lab: str, name: str) -> Resource | None:
-    """The lab's distribution by its tags (the list doesn't carry tags: one read each)."""
-    found = []
-    for page in cf.get_paginator("list_distributions").paginate():
-        for summary in (page.get("DistributionList") or {}).get("Items") or []:
-            tags = as_dict(
-                cf.list_tags_for_resource(Resource=summary["ARN"]).get("Tags", {}).get("Items")
-            )
-            if tags.get(LAB) == lab and tags.get(NAME) == name:
-                found.append(summary)
-    return only_one(found, f"CloudFront distributions named {name}")
-
-
-def find_oac(cf, name: str) -> Resource | None:
-    """Origin access controls can't be tagged; their names are unique in the account."""
-    found = [
-        item
-        for page in cf.get_paginator("list_origin_access_controls").paginate()
-        for item in (page.get("OriginAccessControlList") or {}).get("Items") or []
-        if item.get("Name") == name
-    ]
-    return only_one(found, f"origin access controls named {name}")
-
-
-def _deployed(cf, dist_id: str) -> tuple[bool, str]:
-    status = cf.get_distribution(Id=dist_id)["Distribution"]["Status"]
-    return status == "Deployed", status
-
-
-# ---------------------------------------------------------------- origin access control
-
 OAC_SETTINGS = {
     "SigningProtocol": "sigv4",
     "SigningBehavior": "always",
@@ -241,21 +76,162 @@ OAC_SETTINGS = {
 }
 
 
+class CloudFrontStep(LabStep):
+    name = "cloudfront"
+    requires = ("apigw", "s3", "route53")
+    services = ("cloudfront", "s3", "sts", "route53")
+    description = "CloudFront distribution: /api/* to API Gateway, the rest to S3 (OAC)"
+    kinds = (ORIGIN_ACCESS_CONTROL, DISTRIBUTION)
+
+    def names(self, config):
+        return [(ORIGIN_ACCESS_CONTROL, oac_name(config.lab))]
+
+    def reconcile(self, run: StepRun) -> dict:
+        lab = run.ctx.lab
+        api = run.outputs_of("apigw")
+        site = run.outputs_of("s3")
+        domain = domain_of(run)
+        oac_id = run.ensure(
+            ORIGIN_ACCESS_CONTROL,
+            oac_name(lab),
+            create=lambda: _create_oac(run, oac_name(lab)),
+            fixes=lambda oac: _oac_fixes(run, oac),
+        )
+        name = distribution_name(lab)
+        desired = desired_config(run, api, site, oac_id, domain)
+        dist_id = run.ensure(
+            DISTRIBUTION,
+            name,
+            after=[api["api_domain"], site["bucket_regional_domain"], oac_id],
+            create=lambda: _create_distribution(run, name, desired),
+            fixes=lambda dist: _distribution_fixes(run, dist, desired),
+        )
+        dist = run.got(DISTRIBUTION, name) or {}
+        arn = dist.get("ARN") or Pending(f"ARN of {name}")
+        dist_domain = dist.get("DomainName") or Pending(f"domain name of {name}")
+        if not is_pending(dist_id):
+            cf = run.client(DISTRIBUTION)
+            run.wait(
+                f"distribution {dist_id} to deploy",
+                lambda: deployed(cf, dist_id),
+                timeout=DEPLOY_TIMEOUT,
+            )
+        _bucket_policy(run, site, arn)
+        if domain:
+            for rtype in ("A", "AAAA"):
+                ensure_record(
+                    run,
+                    domain["zone_id"],
+                    alias_record(domain["fqdn"], rtype, dist_domain),
+                    f"alias -> {dist_domain}",
+                    refuse=lambda current: _refuse(run, current),
+                    after=[dist_domain],
+                )
+        return {
+            "distribution_id": dist_id,
+            "domain_name": dist_domain,
+            "arn": arn,
+            "oac_id": oac_id,
+        }
+
+    def teardown(self, run: StepRun) -> None:
+        if run.config.route53.domain:
+            _remove_aliases(run)
+        s3 = run.clients.s3
+        bucket = run.outputs_of("s3").get("bucket") or derived_name(run)
+        current = bucket_policy(s3, bucket) or {}
+        if any(s.get("Sid") in OUR_SIDS for s in current.get("Statement", [])):
+            run.setting(
+                "bucket-policy",
+                f"{bucket} CloudFront read",
+                ok=False,
+                detail="msctl's statements (others are kept)",
+                action="delete",
+                apply=lambda: _merge_policy(s3, bucket, []),
+            )
+        super().teardown(run)
+
+
+# ---------------------------------------------------------------- names and the domain
+
+
+def distribution_name(lab: str) -> str:
+    return f"{lab}-distribution"
+
+
+def oac_name(lab: str) -> str:
+    return f"{lab}-static-oac"
+
+
+def domain_of(run: StepRun) -> dict:
+    """The route53 step's outputs (zone_id, fqdn, certificate_arn) when it is on, else {}."""
+    return run.outputs_of("route53") if run.config.route53.domain else {}
+
+
+def alias_record(fqdn: str, rtype: str, dist_domain: str) -> Resource:
+    target = {"HostedZoneId": CLOUDFRONT_ZONE_ID, "DNSName": dist_domain}
+    return {
+        "Name": f"{fqdn}.",
+        "Type": rtype,
+        "AliasTarget": {**target, "EvaluateTargetHealth": False},
+    }
+
+
+def _foreign(run: StepRun, record: Resource) -> str:
+    """Why a record at the lab's name isn't msctl's to change ("" when it is an alias to this
+    lab's distribution, or to one that no longer exists)."""
+    what = f"DNS record {dns(record['Name'])} {record['Type']}"
+    target = record.get("AliasTarget") or {}
+    if target.get("HostedZoneId") != CLOUDFRONT_ZONE_ID:
+        return f"{what} exists and isn't a CloudFront alias"
+    cf = run.client(DISTRIBUTION)
+    for dist in DISTRIBUTION.scan(cf, run.ctx.lab):
+        same = dns(dist["DomainName"]) == dns(target["DNSName"])
+        if same and owner(DISTRIBUTION.tags(cf, dist)) != run.ctx.lab:
+            return f"{what} points at CloudFront distribution {dist['Id']}, not this lab's"
+    return ""
+
+
+def _remove_aliases(run: StepRun) -> None:
+    r53 = run.client(HOSTED_ZONE)
+    zone = HOSTED_ZONE.find(r53, run.config.route53.domain, run.ctx.lab)
+    for rtype in ("A", "AAAA") if zone else ():
+        record = find_record(r53, zone["Id"], record_name(run.config), rtype)
+        why = record and _foreign(run, record)
+        if why:
+            run.emit("note", f"{why}: left alone")
+        elif record:
+            remove_record(run, zone["Id"], record, "alias to the distribution")
+
+
+def _refuse(run: StepRun, current: Resource) -> None:
+    why = _foreign(run, current)
+    if why:
+        raise StepError(
+            f"{why}; msctl won't overwrite it",
+            hint="delete that record, or choose another route53.record name",
+        )
+
+
+# ---------------------------------------------------------------- origin access control
+
+
 def _create_oac(run: StepRun, name: str) -> Resource:
-    return run.clients.cloudfront.create_origin_access_control(
+    created = run.client(ORIGIN_ACCESS_CONTROL).create_origin_access_control(
         OriginAccessControlConfig={
             "Name": name,
-            "Description": f"msctl {run.ctx.lab}: CloudFront reads the static bucket",
+            "Description": f"CloudFront reads the static bucket - {mark(run.ctx.lab, run.step)}",
             **OAC_SETTINGS,
         }
     )["OriginAccessControl"]
+    return {"Id": created["Id"], **created["OriginAccessControlConfig"]}
 
 
-def _oac_fixes(cf, oac: Resource) -> list[Fix]:
-    config = oac.get("OriginAccessControlConfig") or oac  # created (nested) or listed (flat)
-    wrong = sorted(k for k, v in OAC_SETTINGS.items() if config.get(k) != v)
+def _oac_fixes(run: StepRun, oac: Resource) -> list[Fix]:
+    wrong = sorted(k for k, v in OAC_SETTINGS.items() if oac.get(k) != v)
     if not wrong:
         return []
+    cf = run.client(ORIGIN_ACCESS_CONTROL)
 
     def update() -> None:
         current = cf.get_origin_access_control(Id=oac["Id"])
@@ -272,10 +248,22 @@ def _oac_fixes(cf, oac: Resource) -> list[Fix]:
 # ---------------------------------------------------------------- the distribution config
 
 
-def desired_config(run: StepRun, api: dict, site: dict, oac_id: str) -> dict:
+def desired_config(run: StepRun, api: dict, site: dict, oac_id: str, domain: dict) -> dict:
+    """The config msctl manages (CallerReference apart: see _create_distribution)."""
     cfg = run.config.cloudfront
+    aliases: dict = {"Quantity": 0}
+    viewer: dict = {"CloudFrontDefaultCertificate": True}
+    if domain:
+        aliases = {"Quantity": 1, "Items": [domain["fqdn"]]}
+        viewer = {
+            "CloudFrontDefaultCertificate": False,
+            "ACMCertificateArn": domain["certificate_arn"],
+            "SSLSupportMethod": SSL_SUPPORT,
+            "MinimumProtocolVersion": MIN_TLS,
+        }
     return {
-        "CallerReference": f"msctl-{run.ctx.lab}-distribution",
+        "Aliases": aliases,
+        "ViewerCertificate": viewer,
         "Comment": cfg.comment,
         "Enabled": True,
         "DefaultRootObject": ROOT_OBJECT,
@@ -339,23 +327,9 @@ def _behavior(
     return behavior
 
 
-# The top-level fields msctl owns; everything else (Aliases and ViewerCertificate from the
-# route53 step, Logging, ...) is kept as it is on update.
-MANAGED_FIELDS = (
-    "Comment",
-    "Enabled",
-    "DefaultRootObject",
-    "PriceClass",
-    "HttpVersion",
-    "IsIPV6Enabled",
-    "Origins",
-    "DefaultCacheBehavior",
-    "CacheBehaviors",
-)
-
-
 def managed_view(config: dict, local: bool) -> dict:
-    """The fields msctl manages, normalized so a desired and a live config compare equal."""
+    """The top-level fields msctl manages, normalized so a desired and a live config compare
+    equal. Everything else (Logging, ...) is kept as it is on update."""
     origins = {}
     for origin in (config.get("Origins") or {}).get("Items") or []:
         view: dict[str, Any] = {
@@ -382,7 +356,12 @@ def managed_view(config: dict, local: bool) -> dict:
             )
             view["OriginAccessControlId"] = origin.get("OriginAccessControlId") or ""
         origins[origin.get("Id")] = view
+    viewer = config.get("ViewerCertificate") or {}
+    cert = [viewer.get(k) or "" for k in ("ACMCertificateArn", "IAMCertificateId")]
+    cert += [viewer.get("SSLSupportMethod"), viewer.get("MinimumProtocolVersion")]
     return {
+        "Aliases": sorted((config.get("Aliases") or {}).get("Items") or []),
+        "ViewerCertificate": cert if any(cert[:2]) else "default",
         "Comment": config.get("Comment") or "",
         "Enabled": bool(config.get("Enabled")),
         "DefaultRootObject": config.get("DefaultRootObject") or "",
@@ -412,54 +391,55 @@ def _behavior_view(behavior: dict) -> dict:
     }
 
 
+def _create_distribution(run: StepRun, name: str, desired: dict) -> Resource:
+    # A new CallerReference per create: CloudFront refuses one it has ever seen (even from a
+    # deleted distribution). The distribution is found by its tags, never by this.
+    config = {**desired, "CallerReference": f"msctl-{run.ctx.lab}-{uuid.uuid4().hex}"}
+    return run.client(DISTRIBUTION).create_distribution_with_tags(
+        DistributionConfigWithTags={
+            "DistributionConfig": config,
+            "Tags": {"Items": as_list(run.tags(name))},
+        }
+    )["Distribution"]
+
+
 def _distribution_fixes(run: StepRun, dist: Resource, desired: dict) -> list[Fix]:
-    cf = run.clients.cloudfront
+    cf = run.client(DISTRIBUTION)
     dist_id = dist["Id"]
-    response = cf.get_distribution_config(Id=dist_id)
-    live = response["DistributionConfig"]
+    live = cf.get_distribution_config(Id=dist_id)["DistributionConfig"]
     local = run.ctx.target.is_local
     have, want = managed_view(live, local), managed_view(desired, local)
-    if have == want:
-        return []
-    differing = [k for k in MANAGED_FIELDS if have.get(k) != want.get(k)]
+    differing = [k for k in want if have[k] != want[k]]
 
     def update() -> None:
         current = cf.get_distribution_config(Id=dist_id)
         merged = copy.deepcopy(current["DistributionConfig"])
-        merged.update({k: copy.deepcopy(desired[k]) for k in MANAGED_FIELDS})
+        merged.update({k: copy.deepcopy(desired[k]) for k in want})
         cf.update_distribution(Id=dist_id, IfMatch=current["ETag"], DistributionConfig=merged)
 
-    return [Fix(", ".join(differing) + " differ", update)]
-
-
-def _delete_distribution(run: StepRun, dist: Resource) -> None:
-    cf = run.clients.cloudfront
-    dist_id = dist["Id"]
-    current = cf.get_distribution_config(Id=dist_id)
-    config = current["DistributionConfig"]
-    if config.get("Enabled"):
-        cf.update_distribution(
-            Id=dist_id, IfMatch=current["ETag"], DistributionConfig={**config, "Enabled": False}
-        )
-    run.wait(
-        f"distribution {dist_id} to deploy its disable",
-        lambda: _deployed(cf, dist_id),
-        timeout=DEPLOY_TIMEOUT,
-    )
-
-    def delete() -> None:
-        # Each attempt uses the current ETag (PreconditionFailed: it changed meanwhile).
-        cf.delete_distribution(Id=dist_id, IfMatch=cf.get_distribution(Id=dist_id)["ETag"])
-
-    run.retry(
-        delete,
-        codes=("DistributionNotDisabled", "PreconditionFailed"),
-        timeout=DELETE_TIMEOUT,
-        reason="the disabled distribution is still being removed from the edge",
-    )
+    return [Fix(", ".join(differing) + " differ", update)] if differing else []
 
 
 # ---------------------------------------------------------------- the bucket policy
+
+
+def _bucket_policy(run: StepRun, site: dict, dist_arn: str) -> None:
+    """The statement that lets this distribution read the site (a "create" under plan while
+    the distribution or the bucket is yet to be made)."""
+    s3 = run.clients.s3
+    bucket = site["bucket"]
+    wanted = policy_statements(site["bucket_arn"], dist_arn)
+    pending = is_pending(bucket, dist_arn)
+    current = {} if pending else bucket_policy(s3, bucket) or {}
+    ours = [s for s in current.get("Statement", []) if s.get("Sid") in OUR_SIDS]
+    run.setting(
+        "bucket-policy",
+        f"{bucket} CloudFront read",
+        ok=not pending and canonical(ours) == canonical(wanted),
+        detail=f"GetObject for {dist_arn} only",
+        action="create" if not ours else "update",
+        apply=lambda: _merge_policy(s3, bucket, wanted),
+    )
 
 
 def policy_statements(bucket: str, dist_arn: str) -> list[dict]:

@@ -7,8 +7,8 @@ its verify checks that every one exists with that retention, so `status` shows t
 
 The dashboard (seed 7.3) shows API Gateway requests and latency, Lambda invocations and
 errors per function, ECS CPU and memory per service, RDS connections and CPU, all wired to
-the names the other steps create. CloudWatch dashboards can't be tagged: the dashboard is
-found by its configured name.
+the names the other steps create. CloudWatch dashboards can't be tagged: a text widget in
+the body carries the lab's mark, and a same-named dashboard without it isn't the lab's.
 
 Alarms, one per thing that can break:
 - API 5XX rate: `5XXError` Average > 0.05 over 5 minutes. API Gateway publishes 5XXError as
@@ -19,60 +19,61 @@ Alarms, one per thing that can break:
   RDS DatabaseConnections > 50.
 Missing data (no traffic) is not breaching. With `cloudwatch.alarm_email` set, the alarms
 notify the SNS topic `<lab>-alarms`, which has an email subscription (confirmed by the
-recipient from the email AWS sends; pending until then). Without it there is no topic.
+recipient from the email AWS sends; pending until then). Without it there is no topic (a
+topic left from an earlier config is deleted).
 """
 
 from __future__ import annotations
 
 import json
 
-from botocore.exceptions import ClientError
-
-from ..aws.errors import is_code
-from ..aws.logs import find_log_group
-from ..aws.tags import as_dict, as_list
+from ..aws.tags import as_list
 from ..engine.model import Check, is_pending
-from ..engine.step import Fix, Resource, Step, StepRun, claim, only_one
+from ..resources import Resource, mark
+from ..resources.base import pages
+from ..resources.compute import LOG_GROUP
+from ..resources.monitoring import ALARM, DASHBOARD, TOPIC
+from .base import LabStep
+from .run import Fix, StepRun
 
 PERIOD = 300
 WIDGET_WIDTH = 12
 WIDGET_HEIGHT = 6
+NOTE_HEIGHT = 2
 
 
-class CloudWatchStep(Step):
+class CloudWatchStep(LabStep):
     name = "cloudwatch"
     requires = ("lambda", "ecs", "apigw", "rds")
     services = ("cloudwatch", "sns", "logs")
     description = "dashboard, alarms and the alarm email topic"
+    kinds = (TOPIC, DASHBOARD, ALARM)
+
+    def names(self, config):
+        return [
+            (TOPIC, topic_name(config.lab)),
+            (DASHBOARD, config.cloudwatch.dashboard),
+            *((ALARM, spec["AlarmName"]) for spec in alarm_specs(config)),
+        ]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.cloudwatch
         cw = run.clients.cloudwatch
-        lab = run.ctx.lab
-
         body = dashboard_body(run.config, run.clients.region)
         run.ensure(
-            "dashboard",
+            DASHBOARD,
             cfg.dashboard,
-            id_key="DashboardName",
-            arn_key="DashboardArn",
-            find=lambda: find_dashboard(cw, cfg.dashboard),
             create=lambda: _put_dashboard(cw, cfg.dashboard, body),
             fixes=lambda found: _dashboard_fixes(cw, found, body),
         )
-
         topic_arn = self._topic(run)
         actions = [topic_arn] if topic_arn else []
         names = []
         for spec in alarm_specs(run.config):
-            name = spec["AlarmName"]
-            names.append(name)
+            names.append(spec["AlarmName"])
             run.ensure(
-                "alarm",
-                name,
-                id_key="AlarmName",
-                arn_key="AlarmArn",
-                find=lambda n=name: find_alarm(cw, lab, n),
+                ALARM,
+                spec["AlarmName"],
                 create=lambda s=spec: _put_alarm(run, s, actions),
                 fixes=lambda found, s=spec: _alarm_fixes(run, found, s, actions),
             )
@@ -81,23 +82,23 @@ class CloudWatchStep(Step):
     def _topic(self, run: StepRun) -> str | None:
         """The alarm topic and its email subscription; no topic without an email."""
         sns = run.clients.sns
-        lab = run.ctx.lab
-        name = topic_name(lab)
+        name = topic_name(run.ctx.lab)
         email = run.config.cloudwatch.alarm_email
         if not email:
-            run.remove(
-                "sns-topic",
-                name,
-                find=lambda: find_topic(sns, lab, name),
-                delete=lambda topic: sns.delete_topic(TopicArn=topic["TopicArn"]),
-            )
+            topic = run.lookup(TOPIC, name)
+            if topic is not None:
+                run.setting(
+                    TOPIC.name,
+                    name,
+                    ok=False,
+                    detail="no cloudwatch.alarm_email in the config: delete",
+                    action="delete",
+                    apply=lambda: _delete_topic(run, topic),
+                )
             return None
         topic_arn = run.ensure(
-            "sns-topic",
+            TOPIC,
             name,
-            id_key="TopicArn",
-            arn_key="TopicArn",
-            find=lambda: find_topic(sns, lab, name),
             create=lambda: sns.create_topic(Name=name, Tags=as_list(run.tags(name))),
         )
         subscriptions = [] if is_pending(topic_arn) else _email_subscriptions(sns, topic_arn)
@@ -129,10 +130,10 @@ class CloudWatchStep(Step):
 
     def verify(self, run: StepRun) -> list[Check]:
         checks = super().verify(run)
-        logs = run.clients.logs
+        logs = run.client(LOG_GROUP)
         days = run.config.cloudwatch.log_retention_days
         for name, owner in log_groups(run.config):
-            group = find_log_group(logs, name)
+            group = LOG_GROUP.read(logs, name)
             if group is None:
                 checks.append(Check(f"log-group {name}", False, f"missing (the {owner} step)"))
                 continue
@@ -146,33 +147,6 @@ class CloudWatchStep(Step):
                 )
             )
         return checks
-
-    def teardown(self, run: StepRun) -> None:
-        cw = run.clients.cloudwatch
-        sns = run.clients.sns
-        lab = run.ctx.lab
-        for spec in alarm_specs(run.config):
-            name = spec["AlarmName"]
-            run.remove(
-                "alarm",
-                name,
-                find=lambda n=name: find_alarm(cw, lab, n, on_foreign=run),
-                delete=lambda _a, n=name: cw.delete_alarms(AlarmNames=[n]),
-            )
-        dashboard = run.config.cloudwatch.dashboard
-        run.remove(
-            "dashboard",
-            dashboard,
-            find=lambda: find_dashboard(cw, dashboard),
-            delete=lambda _d: cw.delete_dashboards(DashboardNames=[dashboard]),
-        )
-        name = topic_name(lab)
-        run.remove(
-            "sns-topic",
-            name,
-            find=lambda: find_topic(sns, lab, name, on_foreign=run),
-            delete=lambda topic: sns.delete_topic(TopicArn=topic["TopicArn"]),
-        )
 
 
 # ---------------------------------------------------------------- what the config asks for
@@ -217,7 +191,8 @@ def _widget(title: str, metrics: list[list], stat: str, region: str, index: int)
 
 
 def dashboard_body(config, region: str) -> dict:
-    """The seed's four widget pairs, wired to the lab's names (a pure function)."""
+    """The seed's four widget pairs, wired to the lab's names, and the ownership note (a pure
+    function)."""
     api = {"ApiName": config.apigw.name, "Stage": config.apigw.stage}
     functions = [f.name for f in config.lambda_.functions.values()]
     cluster = config.ecs.cluster
@@ -255,10 +230,26 @@ def dashboard_body(config, region: str) -> dict:
         ("RDS connections", [_metric("AWS/RDS", "DatabaseConnections", **db)], "Average"),
         ("RDS CPU utilization (%)", [_metric("AWS/RDS", "CPUUtilization", **db)], "Average"),
     ]
+    # A dashboard can't be tagged: this note's mark is what makes it the lab's (followed by
+    # a space, so that the mark ends where the step name does).
+    note = {
+        "type": "text",
+        "x": 0,
+        "y": (len(widgets) + 1) // 2 * WIDGET_HEIGHT,
+        "width": 2 * WIDGET_WIDTH,
+        "height": NOTE_HEIGHT,
+        "properties": {
+            "markdown": f"Built by msctl for lab {config.lab}: "
+            f"{mark(config.lab, CloudWatchStep.name)} (`msctl down` removes it)"
+        },
+    }
     return {
         "widgets": [
-            _widget(title, metrics, stat, region, i)
-            for i, (title, metrics, stat) in enumerate(widgets)
+            *(
+                _widget(title, metrics, stat, region, i)
+                for i, (title, metrics, stat) in enumerate(widgets)
+            ),
+            note,
         ]
     }
 
@@ -356,66 +347,9 @@ def alarm_specs(config) -> list[dict]:
 # ---------------------------------------------------------------- lookups
 
 
-def find_dashboard(cw, name: str) -> Resource | None:
-    try:
-        found = cw.get_dashboard(DashboardName=name)
-    except ClientError as exc:
-        if is_code(exc, "ResourceNotFound", "ResourceNotFoundException"):
-            return None
-        raise
-    return {k: found[k] for k in ("DashboardName", "DashboardArn", "DashboardBody") if k in found}
-
-
-def find_alarm(cw, lab: str, name: str, on_foreign: StepRun | None = None) -> Resource | None:
-    alarms = cw.describe_alarms(AlarmNames=[name], AlarmTypes=["MetricAlarm"])["MetricAlarms"]
-    alarm = only_one([a for a in alarms if a["AlarmName"] == name], f"alarms named {name}")
-    if alarm is None:
-        return None
-    tags = as_dict(cw.list_tags_for_resource(ResourceARN=alarm["AlarmArn"]).get("Tags"))
-    return claim(
-        alarm,
-        tags,
-        lab=lab,
-        kind="CloudWatch alarm",
-        name=name,
-        on_foreign=on_foreign,
-        config_key="the cloudwatch section",
-    )
-
-
-def find_topic(sns, lab: str, name: str, on_foreign: StepRun | None = None) -> Resource | None:
-    topics = []
-    kwargs: dict = {}
-    while True:
-        page = sns.list_topics(**kwargs)
-        topics += [t for t in page.get("Topics", []) if t["TopicArn"].endswith(f":{name}")]
-        if not page.get("NextToken"):
-            break
-        kwargs = {"NextToken": page["NextToken"]}
-    topic = only_one(topics, f"SNS topics named {name}")
-    if topic is None:
-        return None
-    tags = as_dict(sns.list_tags_for_resource(ResourceArn=topic["TopicArn"]).get("Tags"))
-    return claim(
-        topic,
-        tags,
-        lab=lab,
-        kind="SNS topic",
-        name=name,
-        on_foreign=on_foreign,
-        config_key="the cloudwatch section",
-    )
-
-
 def _email_subscriptions(sns, topic_arn: str) -> list[dict]:
-    subs = []
-    kwargs: dict = {"TopicArn": topic_arn}
-    while True:
-        page = sns.list_subscriptions_by_topic(**kwargs)
-        subs += [s for s in page.get("Subscriptions", []) if s.get("Protocol") == "email"]
-        if not page.get("NextToken"):
-            return subs
-        kwargs = {"TopicArn": topic_arn, "NextToken": page["NextToken"]}
+    subs = pages(sns.list_subscriptions_by_topic, "Subscriptions", TopicArn=topic_arn)
+    return [s for s in subs if s.get("Protocol") == "email"]
 
 
 # ---------------------------------------------------------------- create and fix
@@ -423,7 +357,12 @@ def _email_subscriptions(sns, topic_arn: str) -> list[dict]:
 
 def _put_dashboard(cw, name: str, body: dict) -> Resource:
     cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(body))
-    return find_dashboard(cw, name) or {"DashboardName": name}
+    return DASHBOARD.read(cw, name) or {"DashboardName": name}
+
+
+def _delete_topic(run: StepRun, topic: Resource) -> None:
+    TOPIC.delete(run, topic)
+    run.ctx.state.forget_id(run.step, topic["TopicArn"])
 
 
 def _dashboard_fixes(cw, found: Resource, body: dict) -> list[Fix]:

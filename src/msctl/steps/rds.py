@@ -107,6 +107,28 @@ class RdsStep(LabStep):
             instance = _instance(rds, cfg.identifier) or instance
         return _outputs(cfg, instance)
 
+    def teardown(self, run: StepRun) -> None:
+        """Deletion protection goes off first, and only when the config says off."""
+        cfg = run.config.rds
+        rds = run.clients.rds
+        found = run.claim(DB_INSTANCE, cfg.identifier, _instance(rds, cfg.identifier))
+        if found is not None and found.get("DeletionProtection"):
+            if cfg.deletion_protection:
+                raise StepError(
+                    f"DB instance {cfg.identifier} has deletion protection on, and the config "
+                    "(rds.deletion_protection: true) keeps it on",
+                    hint="to delete it, run the command again with "
+                    "`--set rds.deletion_protection=false`",
+                )
+            run.setting(
+                "db-instance",
+                f"{cfg.identifier} deletion protection",
+                ok=False,
+                detail="turn off before deleting (rds.deletion_protection is false)",
+                apply=lambda: modify_instance(run, rds, cfg.identifier, DeletionProtection=False),
+            )
+        super().teardown(run)
+
     def verify(self, run: StepRun) -> list[Check]:
         checks = super().verify(run)
         cfg = run.config.rds

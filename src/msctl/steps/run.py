@@ -85,7 +85,9 @@ class StepRun:
         found = owner(kind.tags(self.client(kind), resource))
         if found == lab:
             return resource
-        whose = f"is tagged {LAB}={found}" if found else f"has no {LAB} tag"
+        mark = "mark" if kind.tagging_type is None else "tag"  # untaggable: a mark in a field
+        whose = f"is marked {LAB}={found}" if found and mark == "mark" else None
+        whose = whose or (f"is tagged {LAB}={found}" if found else f"has no {LAB} {mark}")
         what = f"{kind.name} {name} ({kind.ident(resource)})"
         if self.destroying:
             self.emit("note", f"{what} isn't lab {lab}'s (it {whose}): left alone")

@@ -18,13 +18,16 @@ is reported `unsupported`, never as a success; on AWS every error is a real fail
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..aws.tags import as_dict, as_list
-from ..engine.step import Fix, NotSupported, Resource, Step, StepRun, claim, only_one
+from ..aws.tags import as_list
+from ..engine.step import NotSupported
+from ..resources import Resource
+from ..resources.monitoring import SAMPLING_RULE, XRAY_GROUP
+from .base import LabStep
+from .run import Fix, StepRun
 
 RULE_NAME_MAX = 32
 RULE_SETTINGS = {
@@ -41,11 +44,15 @@ URL_PATH = "/api/*"  # the API paths CloudFront forwards (cloudfront.api_path_pa
 UNSUPPORTED = "X-Ray groups and sampling rules are not implemented by the local emulator"
 
 
-class XrayStep(Step):
+class XrayStep(LabStep):
     name = "xray"
     requires = ()
     services = ("xray",)
     description = "X-Ray group for the lab's traces and a sampling rule"
+    kinds = (XRAY_GROUP, SAMPLING_RULE)
+
+    def names(self, config):
+        return [(XRAY_GROUP, config.xray.group), (SAMPLING_RULE, rule_name(config.lab))]
 
     def reconcile(self, run: StepRun) -> dict:
         try:
@@ -55,17 +62,22 @@ class XrayStep(Step):
                 raise NotSupported(UNSUPPORTED) from exc
             raise
 
+    def teardown(self, run: StepRun) -> None:
+        try:
+            super().teardown(run)
+        except ClientError as exc:
+            if not emulator_lacks(run, exc):
+                raise
+            # Nothing can have been created where the calls don't exist: nothing to remove.
+            run.emit("note", f"{UNSUPPORTED}: nothing to remove")
+
     def _group_and_rule(self, run: StepRun) -> dict:
         cfg = run.config.xray
         xray = run.clients.xray
-        lab = run.ctx.lab
         expression = filter_expression(run.config)
         group_arn = run.ensure(
-            "xray-group",
+            XRAY_GROUP,
             cfg.group,
-            id_key="GroupARN",
-            arn_key="GroupARN",
-            find=lambda: find_group(xray, lab, cfg.group),
             create=lambda: xray.create_group(
                 GroupName=cfg.group,
                 FilterExpression=expression,
@@ -75,39 +87,12 @@ class XrayStep(Step):
         )
         rule = sampling_rule(run.config)
         run.ensure(
-            "sampling-rule",
+            SAMPLING_RULE,
             rule["RuleName"],
-            id_key="RuleName",
-            arn_key="RuleARN",
-            find=lambda: find_rule(xray, lab, rule["RuleName"]),
             create=lambda: _create_rule(run, rule),
             fixes=lambda found: _rule_fixes(run, found, rule),
         )
         return {"group_arn": group_arn, "sampling_rule": rule["RuleName"]}
-
-    def teardown(self, run: StepRun) -> None:
-        cfg = run.config.xray
-        xray = run.clients.xray
-        lab = run.ctx.lab
-        rule_name = sampling_rule(run.config)["RuleName"]
-        try:
-            run.remove(
-                "sampling-rule",
-                rule_name,
-                find=lambda: find_rule(xray, lab, rule_name, on_foreign=run),
-                delete=lambda _rule: xray.delete_sampling_rule(RuleName=rule_name),
-            )
-            run.remove(
-                "xray-group",
-                cfg.group,
-                find=lambda: find_group(xray, lab, cfg.group, on_foreign=run),
-                delete=lambda group: xray.delete_group(GroupARN=group["GroupARN"]),
-            )
-        except ClientError as exc:
-            if not emulator_lacks(run, exc):
-                raise
-            # Nothing can have been created where the calls don't exist: nothing to remove.
-            run.emit("note", f"{UNSUPPORTED}: nothing to remove")
 
 
 # ---------------------------------------------------------------- what the config asks for
@@ -154,54 +139,6 @@ def emulator_lacks(run: StepRun, exc: ClientError) -> bool:
     return status == 404 and code in ("404", "NotFound", "Not Found", "NotImplemented")
 
 
-# ---------------------------------------------------------------- lookups
-
-
-def _pages(call: Callable[..., dict], key: str) -> list[dict]:
-    items: list[dict] = []
-    token = None
-    while True:
-        page = call(**({"NextToken": token} if token else {}))
-        items += page.get(key, [])
-        token = page.get("NextToken")
-        if not token:
-            return items
-
-
-def _owned(
-    xray, lab: str, kind: str, name: str, resource: Resource, arn: str, on_foreign: StepRun | None
-) -> Resource | None:
-    """Someone else's same-named group or rule is an error when reconciling (never adopted)
-    and left alone, with a note, when destroying."""
-    tags = as_dict(_pages(lambda **kw: xray.list_tags_for_resource(ResourceARN=arn, **kw), "Tags"))
-    return claim(
-        resource,
-        tags,
-        lab=lab,
-        kind=kind,
-        name=name,
-        on_foreign=on_foreign,
-        config_key="the xray section",
-    )
-
-
-def find_group(xray, lab: str, name: str, on_foreign: StepRun | None = None) -> Resource | None:
-    groups = [g for g in _pages(xray.get_groups, "Groups") if g.get("GroupName") == name]
-    group = only_one(groups, f"X-Ray groups named {name}")
-    if group is None:
-        return None
-    return _owned(xray, lab, "X-Ray group", name, group, group["GroupARN"], on_foreign)
-
-
-def find_rule(xray, lab: str, name: str, on_foreign: StepRun | None = None) -> Resource | None:
-    records = _pages(xray.get_sampling_rules, "SamplingRuleRecords")
-    rules = [r["SamplingRule"] for r in records if r["SamplingRule"].get("RuleName") == name]
-    rule = only_one(rules, f"X-Ray sampling rules named {name}")
-    if rule is None:
-        return None
-    return _owned(xray, lab, "X-Ray sampling rule", name, rule, rule["RuleARN"], on_foreign)
-
-
 # ---------------------------------------------------------------- create and fix
 
 
@@ -224,21 +161,20 @@ def _create_rule(run: StepRun, rule: dict[str, Any]) -> Resource:
 
 
 def _rule_fixes(run: StepRun, found: Resource, rule: dict[str, Any]) -> list[Fix]:
-    xray = run.clients.xray
-    differs = [k for k, v in rule.items() if k != "Version" and found.get(k) != v]
     if found.get("Version") != rule["Version"]:
         # Version can't be updated in place; a sampling rule holds no data: recreate it.
         def recreate():
-            xray.delete_sampling_rule(RuleName=rule["RuleName"])
+            SAMPLING_RULE.delete(run, found)
             _create_rule(run, rule)
 
         return [Fix(f"version {found.get('Version')} -> {rule['Version']}", recreate, "replace")]
+    differs = [k for k, v in rule.items() if k != "Version" and found.get(k) != v]
     if not differs:
         return []
-    update = {k: rule[k] for k in rule if k != "Version"}
+    update = {k: v for k, v in rule.items() if k != "Version"}
     return [
         Fix(
             ", ".join(f"{k} {found.get(k)!r} -> {rule[k]!r}" for k in differs),
-            lambda: xray.update_sampling_rule(SamplingRuleUpdate=update),
+            lambda: run.clients.xray.update_sampling_rule(SamplingRuleUpdate=update),
         )
     ]

@@ -1,0 +1,363 @@
+"""The library API: a lab on a target, with `plan`, `up`, `status`, `down` and
+`rebuild_state`. The CLI is a thin layer over it; this module never prints: what a user
+should see arrives through `on_event` (the engine's progress) and `on_notice` (one line
+each: a started emulator, a state that describes another target...).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from . import leftovers
+from .config import LabConfig
+from .context import Context, Target, aws_target, make_session
+from .engine import runner
+from .engine.model import Event, Status
+from .engine.runner import RunResult
+from .local import emulator
+from .state import StateError, StateStore
+from .steps import all_steps
+
+
+class SessionError(Exception):
+    """The environment can't host this command (no credentials, wrong target for the state)."""
+
+
+@dataclass
+class Down:
+    walk: RunResult | None  # None: nothing to walk (the local emulator isn't running)
+    leftovers: leftovers.Leftovers | None  # the final check
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        walked = self.walk is None or self.walk.ok
+        return walked and (self.leftovers is None or self.leftovers.ok)
+
+
+class Lab:
+    def __init__(
+        self,
+        config: LabConfig,
+        target: str = "local",
+        state_dir: Path = Path(".msctl"),
+        *,
+        on_event: Callable[[Event], None] = lambda _e: None,
+        on_notice: Callable[[str], None] = lambda _m: None,
+        config_path: Path | None = None,
+        overrides: tuple[str, ...] = (),
+    ):
+        self.config = config
+        self.target_name = target
+        self.state_dir = state_dir
+        self.on_event = on_event
+        self.on_notice = on_notice
+        self.config_path = config_path
+        self.overrides = list(overrides)
+        self.steps = all_steps()
+
+    @property
+    def local(self) -> bool:
+        return self.target_name == "local"
+
+    # ------------------------------------------------------------ commands
+
+    def plan(self, only: list[str] | None = None, destroy: bool = False) -> RunResult:
+        action = "plan-destroy" if destroy else "plan"
+        with self.session("plan", lock=False, record=False) as ctx:
+            return self._run(ctx, action, only, parallel=8)
+
+    def up(
+        self,
+        only: list[str] | None = None,
+        parallel: int = 8,
+        confirm: Callable[[LabConfig], None] = lambda _c: None,
+    ) -> tuple[RunResult, str | None]:
+        """Build (or finish) the lab; on the local target a full `up` also serves it. Returns
+        the run and the local URL (None when not served)."""
+        with self.session("up") as ctx:
+            if not self.local:
+                confirm(self.config)
+            result = self._run(ctx, "apply", only, parallel)
+        url = None
+        if result.ok and self.local and only is None:
+            from .local import dataplane
+
+            self.on_notice("starting local services...")
+            url = dataplane.start(self.state_dir, self.config_path, self.overrides).url
+        return result, url
+
+    def down(self, only: list[str] | None = None, parallel: int = 8) -> Down:
+        """Walk the steps in reverse dependency order, each deleting what is tagged for the
+        lab and the step; then look again for anything of the lab that remains."""
+        if self.local:
+            from .local import dataplane
+
+            if emulator.status(self.state_dir) is None:
+                state = StateStore(self.state_dir, self.config.lab)
+                removed = False
+                if state.exists():
+                    with state.locked("down"):
+                        state.delete()
+                    removed = True
+                dataplane.remove_data(self.state_dir)
+                return Down(
+                    None,
+                    None,
+                    "the local emulator is not running, so nothing of the lab exists on the "
+                    "local target" + ("; removed the stale state file" if removed else ""),
+                )
+        with self.session("down") as ctx:
+            if self.local:
+                from .local import dataplane
+
+                dataplane.stop(self.state_dir)  # only once the lock is ours
+            walk = self._run(ctx, "destroy", only, parallel)
+            selected = None if only is None else runner.select(self.steps, only, "destroy")
+            found = leftovers.check(ctx, selected)
+            done = Down(walk, found)
+            if done.ok and only is None:
+                ctx.state.delete()
+                if self.local:
+                    from .local import dataplane
+
+                    dataplane.remove_data(self.state_dir)
+            return done
+
+    def status(self) -> dict:
+        """Every step verified against the target, with its recorded resources and outputs."""
+        state = StateStore(self.state_dir, self.config.lab)
+        state.load()
+        doc: dict = {"lab": self.config.lab, "warnings": [], "steps": {}, "endpoints": {}}
+        info = None
+        if self.local:
+            info = emulator.status(self.state_dir)
+            target = Target(
+                "local",
+                self.config.region,
+                info.endpoint if info else None,
+                info.instance_id if info else None,
+            )
+            doc["emulator"] = {
+                "running": info is not None,
+                "endpoint": info.endpoint if info else None,
+                "pid": info.pid if info else None,
+            }
+        else:
+            target = aws_target(self.config)
+        doc["target"] = {"name": target.name, "region": target.region, "endpoint": target.endpoint}
+        doc["warnings"] = check_state_target(state, target)
+        result = None
+        if self.local and info is None:
+            doc["warnings"].append(
+                "the local emulator is not running, so nothing of the lab "
+                "exists; `msctl up` starts it and builds the lab"
+            )
+        else:
+            ctx = self._context(target, state)
+            result = runner.run(ctx, self.steps, "verify", parallel=8)
+        for name, step in self.steps.items():
+            res = result.results[name] if result else None
+            recorded, _reason = state.status(name)
+            shown = res.status if res else Status.SKIPPED
+            kept = getattr(step, "kept_after_down", ())
+            if res and recorded is None and _absent(res.checks, kept):
+                shown = Status.ABSENT
+            doc["steps"][name] = {
+                "status": str(shown),
+                "reason": (res.reason if res else "emulator not running"),
+                "recorded_status": recorded,
+                "checks": [
+                    {"name": c.name, "ok": c.ok, "detail": c.detail}
+                    for c in (res.checks if res else [])
+                ],
+                "error": res.error if res else None,
+                "resources": state.resources(name),
+                "outputs": state.outputs(name),
+            }
+        doc["endpoints"] = endpoints(state)
+        if self.local and info is not None:
+            from .local import dataplane
+
+            served = dataplane.status(self.state_dir)
+            if served is not None and served.emulator_id == info.instance_id:
+                doc["endpoints"] = {"site (local)": served.url + "/", **doc["endpoints"]}
+        shown = [Status(step["status"]) for step in doc["steps"].values()]
+        doc["built"] = state.exists() and Status.ABSENT not in shown
+        doc["ok"] = (
+            result is not None
+            and not doc["warnings"]
+            and all(
+                s in (Status.COMPLETE, Status.NOCHANGE, Status.UNSUPPORTED, Status.ABSENT)
+                for s in shown
+            )
+        )
+        return doc
+
+    def rebuild_state(self) -> dict:
+        """Move the state file aside (never deleted) and rebuild it from the lab's tags: each
+        step's `rebuild` (a verify that records what it finds) in dependency order."""
+        state = StateStore(self.state_dir, self.config.lab)
+        summary: dict = {"backup": None, "target": self.target_name, "steps": {}, "note": ""}
+        with state.locked("status --rebuild-state"):
+            summary["backup"] = _move_aside(state.path)
+            state.load()  # a missing file is an empty state
+            if self.local and emulator.status(self.state_dir) is None:
+                summary["note"] = (
+                    "the local emulator is not running, so nothing of the lab exists to "
+                    "rebuild the state from; `msctl up` starts it and builds the lab"
+                )
+                return summary
+            target = self._target()
+            _record_target(state, target)
+            result = runner.run(self._context(target, state), self.steps, "rebuild", parallel=1)
+        for name, res in result.results.items():
+            found = [c for c in res.checks if c.ok]
+            summary["steps"][name] = {
+                "resources": len(state.resources(name)),
+                "missing": len(res.checks) - len(found),
+                "outputs": bool(state.outputs(name)),
+                "error": None if res.status is Status.COMPLETE else (res.error or res.reason),
+            }
+        return summary
+
+    # ------------------------------------------------------------ helpers
+
+    @contextmanager
+    def session(self, command: str, *, lock: bool = True, record: bool = True) -> Iterator[Context]:
+        """The lab's context for one command: target resolved, state loaded (and locked)."""
+        target = self._target()
+        state = StateStore(self.state_dir, self.config.lab)
+        with state.locked(command) if lock else nullcontext():
+            state.load()
+            for warning in check_state_target(state, target):
+                self.on_notice(f"! {warning}")
+            if record:
+                _record_target(state, target)
+            yield self._context(target, state)
+
+    def _context(self, target: Target, state: StateStore) -> Context:
+        ctx = Context(self.config, target, state, listener=self.on_event)
+        ctx.clients.prepare({svc for step in self.steps.values() for svc in step.services})
+        return ctx
+
+    def _run(self, ctx: Context, action, only: list[str] | None, parallel: int) -> RunResult:
+        selected = runner.select(self.steps, only, action)
+        return runner.run(ctx, self.steps, action, selected=selected, parallel=parallel)
+
+    def _target(self) -> Target:
+        if self.local:
+            try:
+                info, started = emulator.start(self.state_dir)
+            except emulator.EmulatorError as exc:
+                raise SessionError(str(exc)) from None
+            if started:
+                self.on_notice(
+                    f"started the local emulator at {info.endpoint} (pid {info.pid}); "
+                    "`msctl local stop` ends it"
+                )
+            return Target("local", self.config.region, info.endpoint, info.instance_id)
+        return check_aws(self.config)
+
+
+def check_aws(config: LabConfig) -> Target:
+    """The aws target, once its region fits the config and its credentials work."""
+    target = aws_target(config)
+    zones = {s.az for s in (*config.vpc.public_subnets, *config.vpc.private_subnets)}
+    wrong = sorted(z for z in zones if not z.startswith(target.region))
+    if wrong:
+        raise SessionError(
+            f"the subnets' availability zones ({', '.join(wrong)}) are not in region "
+            f"{target.region}; set the zones with --set or use AWS_REGION={config.region}"
+        )
+    try:
+        make_session(target).client("sts", endpoint_url=target.endpoint).get_caller_identity()
+    except NoCredentialsError:
+        raise SessionError(
+            "no AWS credentials found: set AWS_PROFILE or run `aws configure` "
+            "(or use the default local target)"
+        ) from None
+    except (ClientError, BotoCoreError) as exc:
+        raise SessionError(f"AWS credentials don't work: {exc}") from None
+    return target
+
+
+def check_state_target(state: StateStore, target: Target) -> list[str]:
+    """The state file must describe the lab on this target; say so when it can't."""
+    meta = state.meta()
+    if not meta:
+        return []
+    if meta.get("target") != target.name:
+        raise SessionError(
+            f"the state in {state.path} is for target {meta.get('target')!r}, not "
+            f"{target.name!r}; use --target {meta.get('target')} or another --state-dir"
+        )
+    if target.is_local and meta.get("emulator_id") and meta["emulator_id"] != target.emulator_id:
+        return [
+            "the emulator this lab was built on is gone (stopped or restarted), and the lab "
+            "with it; `msctl up` rebuilds it"
+        ]
+    if not target.is_local and meta.get("endpoint") != target.endpoint:
+        return [
+            f"the lab was built on endpoint {meta.get('endpoint') or 'AWS'}, now using "
+            f"{target.endpoint or 'AWS'}"
+        ]
+    return []
+
+
+def _record_target(state: StateStore, target: Target) -> None:
+    state.set_meta(
+        target=target.name,
+        region=target.region,
+        endpoint=target.endpoint,
+        emulator_id=target.emulator_id,
+    )
+
+
+def _move_aside(path: Path) -> str | None:
+    """Rename the state file to `<name>.bak-<UTC timestamp>`; never delete it."""
+    if not path.exists():
+        return None
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+    try:
+        os.replace(path, backup)
+    except OSError as exc:
+        raise StateError(f"cannot move the state file {path} aside: {exc.strerror}") from None
+    return str(backup)
+
+
+ENDPOINTS = (
+    ("site", "cloudfront", "domain_name", "https://{}/"),
+    ("custom domain", "route53", "fqdn", "https://{}/"),
+    ("api", "apigw", "invoke_url", "{}"),
+    ("load balancer", "alb", "dns_name", "http://{}/"),
+    ("database", "rds", "endpoint_address", "{}"),
+)
+
+
+def endpoints(state: StateStore) -> dict[str, str]:
+    """The lab's addresses a user wants to open, from the recorded outputs."""
+    found = {}
+    for label, step, key, template in ENDPOINTS:
+        value = state.outputs(step).get(key)
+        if value:
+            found[label] = template.format(value)
+    return found
+
+
+def _absent(checks, kept: tuple[str, ...]) -> bool:
+    """Nothing of the step exists: every check says missing, but for what it keeps on purpose."""
+    own = [c for c in checks if not (c.ok and c.name.startswith(kept))] if kept else checks
+    return bool(own) and all(not c.ok and c.detail.startswith("missing") for c in own)

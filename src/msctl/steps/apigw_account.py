@@ -1,0 +1,122 @@
+"""The region's API Gateway account setting and the CloudWatch logging role it names.
+
+API Gateway writes access logs with the account-level role (`get_account().cloudwatchRoleArn`);
+without one, enabling access logs fails. When the account has none (or it names a role that
+no longer exists), msctl creates `<lab>-apigateway-cloudwatch` and sets it.
+
+On `down` that role stays while the setting names it (`ROLE.keep`, with a note): the setting
+serves every REST API in this account and region, and deleting the role would silently stop
+their access logs. It costs nothing. `status` doesn't count it (or the setting) as a sign
+that the step is still built (`KEPT`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..aws.tags import as_list
+from ..resources.base import absent
+from ..resources.compute import ROLE
+from .run import Fix, StepRun
+
+KEPT = ("iam-role", "apigateway-account")
+PRINCIPAL = "apigateway.amazonaws.com"
+# The actions of AWS's managed AmazonAPIGatewayPushToCloudWatchLogs. The setting serves every
+# REST API in the region, and AWS tests the role when it is set, so it isn't scoped to this
+# lab's log group.
+POLICY_NAME = "push-to-cloudwatch-logs"
+POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:DescribeLogGroups",
+                "logs:DescribeLogStreams",
+                "logs:PutLogEvents",
+                "logs:GetLogEvents",
+                "logs:FilterLogEvents",
+            ],
+            "Resource": "*",
+        }
+    ],
+}
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": PRINCIPAL}, "Action": "sts:AssumeRole"}
+    ],
+}
+# UpdateAccount answers these while a new role is not yet usable by API Gateway.
+ROLE_NOT_READY = (
+    "does not have required permissions",
+    "could not successfully write to CloudWatch Logs",
+    "is not authorized to assume",
+)
+ROLE_PROPAGATION_TIMEOUT = 120
+
+
+def log_role_name(lab: str) -> str:
+    return f"{lab}-apigateway-cloudwatch"
+
+
+def _role_exists(iam, arn: str, account: str) -> bool:
+    """Whether the setting names a role that exists (one of another account can't be
+    checked, and isn't ours to replace)."""
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[4] != account:
+        return True
+    return ROLE.read(iam, parts[5].rsplit("/", 1)[-1]) is not None
+
+
+def ensure_logging_role(run: StepRun, account: str) -> None:
+    apigw = run.clients.apigateway
+    iam = run.clients.iam
+    name = log_role_name(run.ctx.lab)
+    current = apigw.get_account().get("cloudwatchRoleArn") or ""
+    ours = ROLE.read(iam, name)
+    if current and current != (ours or {}).get("Arn") and _role_exists(iam, current, account):
+        run.found.append(("apigateway-account", "cloudwatch role", current))
+        return  # the account already logs through a role of its own
+
+    def put_policy() -> None:
+        iam.put_role_policy(
+            RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(POLICY)
+        )
+
+    def create() -> dict:
+        role = iam.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(TRUST),
+            Description="API Gateway access logs to CloudWatch Logs (account setting)",
+            Tags=as_list(run.tags(name)),
+        )["Role"]
+        put_policy()
+        return role
+
+    def fixes(role: dict) -> list[Fix]:
+        if absent(lambda: iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)):
+            return []
+        return [Fix(f"inline policy {POLICY_NAME}", put_policy)]
+
+    run.ensure(ROLE, name, find=lambda: ours, create=create, fixes=fixes)
+    role = run.got(ROLE, name)
+    role_arn = role["Arn"] if role else None
+    run.setting(
+        "apigateway-account",
+        "cloudwatch role",
+        ok=current == role_arn,
+        detail=f"{current or 'unset'} -> {name}",
+        action="update" if role else "create",
+        apply=lambda: run.retry(
+            lambda: apigw.update_account(
+                patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role_arn}]
+            ),
+            codes=("BadRequestException",),
+            match=lambda exc: any(m in str(exc) for m in ROLE_NOT_READY),
+            reason="the new role is not yet usable by API Gateway",
+            timeout=ROLE_PROPAGATION_TIMEOUT,
+        ),
+    )
