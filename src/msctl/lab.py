@@ -167,8 +167,7 @@ class Lab:
             res = result.results[name] if result else None
             recorded, _reason = state.status(name)
             shown = res.status if res else Status.SKIPPED
-            kept = getattr(step, "kept_after_down", ())
-            if res and recorded is None and _absent(res.checks, kept):
+            if res and recorded is None and _absent(res.checks):
                 shown = Status.ABSENT
             doc["steps"][name] = {
                 "status": str(shown),
@@ -357,7 +356,6 @@ def endpoints(state: StateStore) -> dict[str, str]:
     return found
 
 
-def _absent(checks, kept: tuple[str, ...]) -> bool:
-    """Nothing of the step exists: every check says missing, but for what it keeps on purpose."""
-    own = [c for c in checks if not (c.ok and c.name.startswith(kept))] if kept else checks
-    return bool(own) and all(not c.ok and c.detail.startswith("missing") for c in own)
+def _absent(checks) -> bool:
+    """Nothing of the step exists: every check says missing."""
+    return bool(checks) and all(not c.ok and c.detail.startswith("missing") for c in checks)

@@ -135,13 +135,10 @@ def test_aws_region_must_match_the_zones(runner, config_file, monkeypatch, tmp_p
 def test_up_on_aws_refuses_without_confirmation_when_not_interactive(
     runner, config_file, monkeypatch, tmp_path
 ):
-    from msctl import session
+    from msctl import lab
+    from msctl.context import Target
 
-    monkeypatch.setattr(
-        session,
-        "resolve_target",
-        lambda config, name, state_dir, console: session.Target("aws", "us-east-1", None),
-    )
+    monkeypatch.setattr(lab, "check_aws", lambda config: Target("aws", "us-east-1", None))
     result = runner.invoke(
         main, ["up", "-c", str(config_file), "--target", "aws", "--state-dir", str(tmp_path / "s")]
     )

@@ -78,8 +78,6 @@ UP_CREATES = (
     "POST /2013-04-01/hostedzone",  # CreateHostedZone: a CallerReference moto doesn't guard
     "RequestCertificate",
 )
-# Kept on purpose by the apigw step (the region's account-level logging role).
-KEPT = {("role", "microservices-apigateway-cloudwatch")}
 READ_PREFIXES = (
     "Describe",
     "List",
@@ -399,12 +397,7 @@ def interrupted(
 
 
 def leftover(found) -> dict:
-    return {
-        (kind, name): ids
-        for kind, names in found.items()
-        for name, ids in names.items()
-        if (kind, name) not in KEPT
-    }
+    return {(kind, name): ids for kind, names in found.items() for name, ids in names.items()}
 
 
 def live(found) -> int:
@@ -513,5 +506,5 @@ def test_crashes_lost_state_and_locks(proxy, moto_server, tmp_path):
     print(
         f"crash safety: up killed {len(up_kills)} times {up_kills}; built {count(built)} "
         f"resources, 0 duplicates; down killed {len(down_kills)} times {down_kills}; "
-        f"left {live(left)} (+ kept: {sorted(k for k in KEPT if k[1] in left.get(k[0], {}))})"
+        f"left {live(left)}"
     )

@@ -233,11 +233,10 @@ def test_apigw_lifecycle_on_the_real_lambda_and_alb_steps(lab, monkeypatch):
         assert not [s for s in function_statements(function.name) if s["Sid"].startswith("msctl")]
     logs = boto3.client("logs", region_name=REGION)
     assert logs.describe_log_groups(logGroupNamePrefix="/aws/apigateway/")["logGroups"] == []
-    # Kept: the region's account-level logging role (AWS can't unset the setting).
-    role = boto3.client("iam", region_name=REGION).get_role(
-        RoleName="microservices-apigateway-cloudwatch"
-    )["Role"]
-    assert apigw_client().get_account()["cloudwatchRoleArn"] == role["Arn"]
+    # The account is left as msctl found it: the setting unset again, the logging role gone.
+    assert not apigw_client().get_account().get("cloudwatchRoleArn")
+    iam = boto3.client("iam", region_name=REGION)
+    assert [r for r in iam.list_roles()["Roles"] if "apigateway" in r["RoleName"]] == []
 
 
 def test_the_api_is_the_route_table_with_its_guards_permissions_and_stage(fast_lab):
@@ -350,6 +349,10 @@ def test_the_api_is_the_route_table_with_its_guards_permissions_and_stage(fast_l
     assert group["retentionInDays"] == 7
     deployment = apigw.get_deployment(restApiId=api_id, deploymentId=stage["deploymentId"])
     assert re.fullmatch(r"msctl:[0-9a-f]{64}", deployment["description"])
+    # down leaves the team's setting and role as they were.
+    fast_lab.run("destroy", ["apigw"])
+    assert apigw.get_account()["cloudwatchRoleArn"] == existing["Role"]["Arn"]
+    assert iam.get_role(RoleName="team-apigw-logs")["Role"]["Arn"] == existing["Role"]["Arn"]
 
 
 def test_deploys_only_when_the_definition_changes_and_repairs_drift(fast_lab):

@@ -275,6 +275,11 @@ def test_a_domain_is_on_the_distribution_from_its_create_with_alias_records(doma
         assert target["DNSName"].rstrip(".") == outputs["domain_name"]
         assert target["EvaluateTargetHealth"] is False
     assert lab.changes(lab.run("plan", ["cloudfront"]), "cloudfront") == []
+    checks = lab.run("verify", ["cloudfront"]).results["cloudfront"].checks
+    assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok]
+    lab.recorder.calls.clear()
+    lab.run("apply", ["cloudfront"])
+    assert lab.recorder.mutating() == []
 
     # drift: someone takes the name off the distribution; plan sees it, apply restores it
     drifted = cloudfront().get_distribution_config(Id=dist_id)
@@ -311,6 +316,10 @@ def test_down_and_up_again_with_a_zone_msctl_created(domain_lab):
             params["DistributionConfigWithTags"]["DistributionConfig"]["CallerReference"]
         ),
     )
+    plan = lab.run("plan", ["cloudfront"])
+    planned = {(c.kind, c.action) for r in plan.results.values() for c in r.changes}
+    assert {("hosted-zone", "create"), ("certificate", "create")} <= planned
+    assert ("distribution", "create") in planned
     first = lab.run("apply", ["cloudfront"]).results["cloudfront"].outputs
     assert lab.state.outputs("route53")["zone_created"] is True
     lab.run("destroy", ["route53"])

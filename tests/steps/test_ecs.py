@@ -540,3 +540,14 @@ def test_foreign_cluster_and_family_are_neither_adopted_nor_deleted(ecs_lab):
     assert active_revisions(FAMILIES["orders"]) == []
     assert live_services() == [] and scalable_targets() == []
     assert client("logs").describe_log_groups(logGroupNamePrefix="/ecs/")["logGroups"] == []
+
+
+def test_down_removes_the_log_groups_container_insights_wrote_for_the_labs_cluster(lab):
+    """AWS writes /aws/ecs/containerinsights/<cluster>/performance itself, untagged."""
+    lab.run("apply", ["ecs"])
+    logs = boto3.client("logs", region_name="us-east-1")
+    logs.create_log_group(logGroupName="/aws/ecs/containerinsights/microservices-cluster/performance")
+    logs.create_log_group(logGroupName="/aws/ecs/containerinsights/someone-elses/performance")
+    lab.run("destroy", ["ecs"])
+    left = [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix="/aws/ecs/")["logGroups"]]
+    assert left == ["/aws/ecs/containerinsights/someone-elses/performance"]

@@ -37,9 +37,6 @@ FAULT_KINDS = (
     "state_lag",
     "delay",
 )
-# Kept on purpose by the apigw step: the region's account-level API Gateway logging role,
-# which AWS offers no way to unset (see steps/apigw.py); everything else must go.
-KEPT = {("role", "microservices-apigateway-cloudwatch")}
 
 
 @pytest.fixture
@@ -149,13 +146,7 @@ def test_the_whole_lab_survives_strict_aws(strict_lab):
 
     lab.run("destroy", None)
     left = look(lab.config)
-    leftover = {
-        (kind, name): ids
-        for kind, names in left.items()
-        for name, ids in names.items()
-        if (kind, name) not in KEPT
-    }
-    assert leftover == {}
+    assert left == {}
 
     report = strict.report()
     print(f"strict layer: {report}; built {count(built)} resources; left {count(left)}")

@@ -129,8 +129,8 @@ def test_round_trip_every_method(tmp_path):
     assert set(snap["steps"]["vpc"]) == {"resources", "outputs", "status", "reason", "updated_at"}
 
     again.set_outputs("vpc", {"vpc_id": "vpc-2"})  # replaces, does not merge
-    again.forget_resource("vpc", "igw")
-    again.forget_resource("vpc", "never-recorded")  # no-op
+    again.forget_id("vpc", "igw-1")
+    again.forget_id("vpc", "igw-never-recorded")  # no-op
     again.clear_step("sg")
     third = make_store(tmp_path)
     assert third.outputs("vpc") == {"vpc_id": "vpc-2"}

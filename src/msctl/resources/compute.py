@@ -41,8 +41,8 @@ class Role(Kind):
         current = run.clients.apigateway.get_account().get("cloudwatchRoleArn") or ""
         if current and current == resource.get("Arn"):
             return (
-                "this region's API Gateway CloudWatch role: every REST API in the account "
-                "logs through it, and AWS can't unset it"
+                "this region's API Gateway account setting names it: every REST API in the "
+                "account and region logs through it"
             )
         return ""
 

@@ -119,7 +119,9 @@ class Distribution(Kind):
         )
         run.retry(
             # Each attempt with the current ETag (PreconditionFailed: it changed meanwhile).
-            lambda: cf.delete_distribution(Id=dist_id, IfMatch=cf.get_distribution(Id=dist_id)["ETag"]),
+            lambda: cf.delete_distribution(
+                Id=dist_id, IfMatch=cf.get_distribution(Id=dist_id)["ETag"]
+            ),
             codes=("DistributionNotDisabled", "PreconditionFailed"),
             timeout=DISTRIBUTION_DELETE_TIMEOUT,
             reason="the disabled distribution is still being removed from the edge",
@@ -226,7 +228,9 @@ class HostedZone(Kind):
         return resource["Id"].split("/")[-1]
 
     def tags(self, client, resource: Resource) -> dict[str, str]:
-        listed = client.list_tags_for_resource(ResourceType="hostedzone", ResourceId=self.ident(resource))
+        listed = client.list_tags_for_resource(
+            ResourceType="hostedzone", ResourceId=self.ident(resource)
+        )
         tags = as_dict(listed["ResourceTagSet"].get("Tags"))
         # Only a zone msctl created is the lab's: one it merely used is never tagged.
         return tags if tags.get(CREATED) == "true" else {}
@@ -256,7 +260,9 @@ class HostedZone(Kind):
         zone_id = self.ident(resource)
         left = [
             f"{r['Name']} {r['Type']}"
-            for page in r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
+            for page in r53.get_paginator("list_resource_record_sets").paginate(
+                HostedZoneId=zone_id
+            )
             for r in page["ResourceRecordSets"]
             if r["Type"] not in ("NS", "SOA")
         ]

@@ -40,7 +40,7 @@ from ..resources import Resource
 from ..resources.base import Part, absent, only_one
 from ..resources.compute import LOG_GROUP, ROLE
 from ..resources.edge import REST_API
-from .apigw_account import KEPT, ensure_logging_role, log_role_name
+from .apigw_account import ensure_logging_role, log_role_name, release_logging_role
 from .apigw_permissions import ensure_permissions, remove_permissions
 from .apigw_routes import (
     Route,
@@ -93,10 +93,9 @@ class ApigwStep(LabStep):
     requires = ("lambda", "alb")
     services = ("apigateway", "lambda", "logs", "sts", "iam")
     description = "REST API, authorizer, routes to Lambda and the ALB, CORS, stage prod"
-    # down deletes the API, then the logging role (kept while the account setting names
-    # it: ROLE.keep), then the access log group.
+    # down deletes the API, then the logging role (once the account setting no longer names
+    # it), then the access log group.
     kinds = (LOG_GROUP, ROLE, REST_API)
-    kept_after_down = KEPT
 
     def names(self, config):
         # REST API names aren't unique: only the lab's tag identifies its API.
@@ -104,6 +103,7 @@ class ApigwStep(LabStep):
 
     def teardown(self, run: StepRun) -> None:
         remove_permissions(run)  # parts of the lambda step's functions
+        release_logging_role(run)
         super().teardown(run)
 
     def reconcile(self, run: StepRun) -> dict:

@@ -1,13 +1,14 @@
 """The region's API Gateway account setting and the CloudWatch logging role it names.
 
 API Gateway writes access logs with the account-level role (`get_account().cloudwatchRoleArn`);
-without one, enabling access logs fails. When the account has none (or it names a role that
-no longer exists), msctl creates `<lab>-apigateway-cloudwatch` and sets it.
+without one, enabling access logs fails. The setting serves every REST API in the account and
+region, so msctl changes it only when it is unset (or names a role that no longer exists):
+then it creates `<lab>-apigateway-cloudwatch` and sets it. When it already names a working
+role, msctl uses that and changes nothing.
 
-On `down` that role stays while the setting names it (`ROLE.keep`, with a note): the setting
-serves every REST API in this account and region, and deleting the role would silently stop
-their access logs. It costs nothing. `status` doesn't count it (or the setting) as a sign
-that the step is still built (`KEPT`).
+On `down` the account is left as msctl found it: if the setting names this lab's role, it is
+reset to unset (UpdateAccount replacing /cloudwatchRoleArn without a value, as Terraform's
+provider does since v6) and the role is deleted with the step's other resources.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from ..resources.base import absent
 from ..resources.compute import ROLE
 from .run import Fix, StepRun
 
-KEPT = ("iam-role", "apigateway-account")
 PRINCIPAL = "apigateway.amazonaws.com"
 # The actions of AWS's managed AmazonAPIGatewayPushToCloudWatchLogs. The setting serves every
 # REST API in the region, and AWS tests the role when it is set, so it isn't scoped to this
@@ -119,4 +119,27 @@ def ensure_logging_role(run: StepRun, account: str) -> None:
             reason="the new role is not yet usable by API Gateway",
             timeout=ROLE_PROPAGATION_TIMEOUT,
         ),
+    )
+
+
+def release_logging_role(run: StepRun) -> None:
+    """Reset the account setting if it names this lab's role (msctl set it when it found it
+    unset), so that the role can go: the account is left as msctl found it."""
+    apigw = run.clients.apigateway
+    name = log_role_name(run.ctx.lab)
+    role = run.lookup(ROLE, name)
+    current = apigw.get_account().get("cloudwatchRoleArn") or ""
+    if role is None or current != role["Arn"]:
+        return
+    # AWS resets on a replace without a value; the local emulator needs one ("" reads unset).
+    reset = {"op": "replace", "path": "/cloudwatchRoleArn"}
+    if run.ctx.target.is_local:
+        reset["value"] = ""
+    run.setting(
+        "apigateway-account",
+        "cloudwatch role",
+        ok=False,
+        detail=f"{name} -> unset, as before msctl set it",
+        action="delete",
+        apply=lambda: apigw.update_account(patchOperations=[reset]),
     )

@@ -6,7 +6,7 @@ The route53 step puts the validation records in the zone; this module only talks
 
 from __future__ import annotations
 
-import hashlib
+import uuid
 from collections.abc import Callable
 
 from ..aws.tags import as_list
@@ -30,7 +30,9 @@ def ensure_certificate(run: StepRun, fqdn: str) -> str:
         arn = acm.request_certificate(
             DomainName=fqdn,
             ValidationMethod="DNS",
-            IdempotencyToken=hashlib.sha256(f"{run.ctx.lab}/{fqdn}".encode()).hexdigest()[:32],
+            # New per create: within an hour ACM answers a token it has seen with the
+            # certificate it made then, even a deleted one. The tag finds the lab's.
+            IdempotencyToken=uuid.uuid4().hex,
             Tags=as_list(run.tags(fqdn)),
         )["CertificateArn"]
         return {"CertificateArn": arn, "DomainName": fqdn}

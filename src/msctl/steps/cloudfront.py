@@ -35,7 +35,6 @@ from botocore.exceptions import ClientError
 from ..aws.errors import is_code
 from ..aws.tags import as_list
 from ..engine.model import Pending, is_pending
-from ..engine.step import StepError
 from ..resources import Resource, mark, owner
 from ..resources.edge import (
     DEPLOY_TIMEOUT,
@@ -124,7 +123,7 @@ class CloudFrontStep(LabStep):
                     domain["zone_id"],
                     alias_record(domain["fqdn"], rtype, dist_domain),
                     f"alias -> {dist_domain}",
-                    refuse=lambda current: _refuse(run, current),
+                    foreign=lambda current: _foreign(run, current),
                     after=[dist_domain],
                 )
         return {
@@ -165,7 +164,8 @@ def oac_name(lab: str) -> str:
 
 def domain_of(run: StepRun) -> dict:
     """The route53 step's outputs (zone_id, fqdn, certificate_arn) when it is on, else {}."""
-    return run.outputs_of("route53") if run.config.route53.domain else {}
+    outputs = run.outputs_of("route53") if run.config.route53.domain else {}
+    return outputs if outputs.get("certificate_arn") else {}
 
 
 def alias_record(fqdn: str, rtype: str, dist_domain: str) -> Resource:
@@ -202,15 +202,6 @@ def _remove_aliases(run: StepRun) -> None:
             run.emit("note", f"{why}: left alone")
         elif record:
             remove_record(run, zone["Id"], record, "alias to the distribution")
-
-
-def _refuse(run: StepRun, current: Resource) -> None:
-    why = _foreign(run, current)
-    if why:
-        raise StepError(
-            f"{why}; msctl won't overwrite it",
-            hint="delete that record, or choose another route53.record name",
-        )
 
 
 # ---------------------------------------------------------------- origin access control

@@ -18,6 +18,7 @@ from ..engine.model import Check, Pending, is_pending
 from ..engine.step import StepError
 from ..resources import Resource
 from ..resources.compute import LOG_GROUP
+from ..resources.inventory import owned
 from ..resources.ecs import (
     CLUSTER,
     SCALABLE_TARGET,
@@ -49,6 +50,10 @@ STEADY_TIMEOUT = 900  # a Fargate service reaches steady state in 1-3.5 minutes
 LINKED_ROLE_TIMEOUT = 60
 
 
+def insights_log_group(cluster: str) -> str:
+    return f"/aws/ecs/containerinsights/{cluster}/performance"
+
+
 class EcsStep(LabStep):
     name = "ecs"
     requires = ("nat", "sg", "alb", "ecr", "iam", "rds")
@@ -65,6 +70,26 @@ class EcsStep(LabStep):
             *((TASK_DEFINITION, s.family) for s in services),
             *((LOG_GROUP, s.log_group) for s in services),
         ]
+
+    def teardown(self, run: StepRun) -> None:
+        """Also the log groups Container Insights writes for the lab's clusters: AWS creates
+        them itself, untagged, named after the cluster (they are the lab's because the
+        cluster is), and keeps them after the cluster is gone."""
+        clusters = owned(run.ctx, run.ctx.lab, step=self.name, kinds=[CLUSTER]).items
+        names = {c.live["clusterName"] for c in clusters if c.live}
+        super().teardown(run)
+        logs = run.clients.logs
+        for name in sorted(names):
+            group = LOG_GROUP.read(logs, insights_log_group(name))
+            if group is not None:
+                run.setting(
+                    LOG_GROUP.name,
+                    group["logGroupName"],
+                    ok=False,
+                    detail=f"written by Container Insights for cluster {name}",
+                    action="delete",
+                    apply=lambda g=group: LOG_GROUP.delete(run, g),
+                )
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.ecs

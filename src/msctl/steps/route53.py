@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from ..aws.errors import is_code
 from ..aws.tags import as_list
 from ..engine.model import Check, is_pending
+from ..engine.step import StepError
 from ..resources import Resource, owner
 from ..resources.edge import CERTIFICATE, CREATED, HOSTED_ZONE
 from . import certificate
@@ -39,7 +40,7 @@ class Route53Step(LabStep):
     requires = ()
     services = ("route53", "acm")
     description = "hosted zone and the ACM certificate for the lab's domain"
-    kinds = (HOSTED_ZONE, CERTIFICATE)  # the certificate goes first; CloudFront may hold it
+    kinds = (HOSTED_ZONE, CERTIFICATE)  # down: the certificate first, then the zone
 
     def enabled(self, ctx) -> bool:
         return bool(ctx.config.route53.domain)
@@ -224,18 +225,22 @@ def ensure_record(
     zone_id: str,
     desired: Resource,
     detail: str,
-    refuse: Callable[[Resource], None] = lambda _current: None,
+    foreign: Callable[[Resource], str] = lambda _current: "",
     after: Iterable[Any] = (),
 ) -> None:
-    """The record set as desired (UPSERT); `refuse` raises for a different record that isn't
-    msctl's to overwrite. While the zone or a value in `after` is Pending, the record is part
-    of that create."""
+    """The record set as desired (UPSERT). A different record for which `foreign` says why it
+    isn't msctl's is never overwritten. While the zone or a value in `after` is Pending, the
+    record is part of that create."""
     if is_pending(zone_id, *after):
         return
     current = find_record(run.client(HOSTED_ZONE), zone_id, desired["Name"], desired["Type"])
     ok = current is not None and _view(current) == _view(desired)
-    if current is not None and not ok:
-        refuse(current)
+    why = foreign(current) if current is not None and not ok else ""
+    if why:
+        raise StepError(
+            f"{why}; msctl won't overwrite it",
+            hint="delete that record, or choose another route53.record name",
+        )
     run.setting(
         "dns-record",
         _label(desired),

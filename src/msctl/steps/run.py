@@ -29,6 +29,21 @@ from ..resources.inventory import owned
 if TYPE_CHECKING:
     from ..context import Context
 
+# EC2 is eventually consistent for mutations too: right after a create, a call that names
+# the new id (AuthorizeSecurityGroupIngress, ModifySubnetAttribute, AttachInternetGateway,
+# AssociateRouteTable, CreateRoute, ...) can answer not-found for a short while.
+NEW_ID_CODES = (
+    "InvalidVpcID.NotFound",
+    "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidRouteTableID.NotFound",
+    "InvalidInternetGatewayID.NotFound",
+    "InvalidAllocationID.NotFound",
+    "InvalidNatGatewayID.NotFound",
+    "NatGatewayNotFound",
+)
+NEW_ID_TIMEOUT = 60
+
 
 @dataclass(frozen=True)
 class Fix:
@@ -85,9 +100,8 @@ class StepRun:
         found = owner(kind.tags(self.client(kind), resource))
         if found == lab:
             return resource
-        mark = "mark" if kind.tagging_type is None else "tag"  # untaggable: a mark in a field
-        whose = f"is marked {LAB}={found}" if found and mark == "mark" else None
-        whose = whose or (f"is tagged {LAB}={found}" if found else f"has no {LAB} {mark}")
+        field, verb = ("tag", "tagged") if kind.tagging_type else ("mark", "marked")
+        whose = f"is {verb} {LAB}={found}" if found else f"has no {LAB} {field}"
         what = f"{kind.name} {name} ({kind.ident(resource)})"
         if self.destroying:
             self.emit("note", f"{what} isn't lab {lab}'s (it {whose}): left alone")
@@ -138,12 +152,20 @@ class StepRun:
                 return Pending(f"{kind.name} {name}")
             entry = self.ctx.state.journal_intent(self.step, key, "create")
             created = create()
-            self._resources[key] = created
             ident = kind.ident(created)
             self.ctx.state.record_resource(self.step, key, ident, kind.arn(created))
             self.ctx.state.journal_done(entry)
-            for fix in fixes(created) if fixes else ():
-                fix.apply()
+            # A create call's answer often lacks what the fixes compare: they look at the
+            # resource as AWS describes it now (or, while it isn't visible yet, at that answer),
+            # so that nothing the create already set is written a second time.
+            current = (
+                (find() if find else kind.find(self.client(kind), name, self.ctx.lab))
+                if fixes
+                else None
+            )
+            self._resources[key] = current or created
+            for fix in fixes(current or created) if fixes else ():
+                self.fresh(fix.apply)
             return ident
         self._resources[key] = found
         ident = kind.ident(found)
@@ -154,7 +176,7 @@ class StepRun:
         for fix in fixes(found) if fixes else ():
             self.record(Change(fix.action, kind.name, name, fix.detail))
             if not self.dry_run:
-                fix.apply()
+                self.fresh(fix.apply)
         return ident
 
     def setting(
@@ -177,7 +199,7 @@ class StepRun:
             return
         self.record(Change(action, kind, name, detail))
         if not self.dry_run:
-            apply()
+            self.fresh(apply)
 
     def delete_owned(self, kinds: Iterable[Kind], names: Iterable[tuple[Kind, str]] = ()) -> None:
         """Delete everything of these kinds tagged for this lab and step, dependents first
@@ -227,6 +249,15 @@ class StepRun:
             timeout=timeout,
             interval=self.ctx.poll_interval if interval is None else interval,
             on_wait=self.waiting,
+        )
+
+    def fresh(self, fn: Callable[[], Any]) -> Any:
+        """A change that names ids created moments ago, retried while EC2 can't see them."""
+        return self.retry(
+            fn,
+            codes=NEW_ID_CODES,
+            reason="an id created moments ago is not visible to EC2 yet",
+            timeout=NEW_ID_TIMEOUT,
         )
 
     def retry(

@@ -1,0 +1,286 @@
+"""Loading the lab config: YAML with line numbers (refusing bombs), --set overrides, and
+every problem as `<file>:<line>: <dotted.path>: <what was expected>`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .models import LabConfig, cross_checks
+
+
+class ConfigError(Exception):
+    """A user error in the config: `problems` are complete one-line messages."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = [_one_line(p) for p in problems]
+        super().__init__("\n".join(self.problems))
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline inside a quoted key, ...) escaped: one problem, one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def load_config(path: Path, overrides: list[str] = ()) -> LabConfig:
+    """Read, override and validate. Raises ConfigError with one line per problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} not found (pass -c/--config PATH)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read config file {path}: {exc}"]) from None
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ConfigError(
+            [
+                f"{path}: {len(text)} characters is far more than a lab config (the limit is "
+                f"{MAX_CONFIG_CHARS}); is this the right file?"
+            ]
+        )
+    try:
+        node, data = _parse(path, text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
+        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
+    except RecursionError:  # the limits below make this unreachable; never a traceback
+        raise ConfigError([f"{path}: YAML nested too deeply to read"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"{path}:1: the config must be a mapping of sections, not {_kind(data)}"]
+        )
+    lines = _line_index(node)
+    overridden: set[tuple] = set()
+    for item in overrides:
+        overridden.add(_apply_override(data, item))
+    base = path.resolve().parent
+    base_dir = base.parent if base.name == "config" else base
+    try:
+        config = LabConfig.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        problems = [
+            _problem(path, lines, overridden, tuple(err["loc"]), _message(err))
+            for err in exc.errors()
+        ]
+        raise ConfigError(problems) from None
+    problems = [_problem(path, lines, overridden, loc, msg) for loc, msg in cross_checks(config)]
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+# A YAML "bomb" (billion laughs: anchors whose aliases multiply) composes to a small graph
+# but expands to billions of values once constructed and walked, and a recursive alias never
+# ends. A lab config is a few hundred values, a few levels deep: these limits are far above
+# that and far below harm.
+MAX_CONFIG_CHARS = 1_000_000
+MAX_YAML_DEPTH = 50
+MAX_YAML_VALUES = 100_000
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses deep nesting while composing (PyYAML's composer recurses),
+    and reports a value it can't construct (a date like 2024-13-45, an integer too long to
+    convert) as a YAML error with its line instead of a bare ValueError."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_YAML_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"can't read this value: {exc}", node.start_mark
+            ) from None
+
+
+def _parse(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
+    """The composed node graph (for line numbers) and the data, refusing alias bombs."""
+    loader = _GuardedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_aliases(path, node)
+        return node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_aliases(path: Path, root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it beyond MAX_YAML_VALUES values or
+    MAX_YAML_DEPTH levels, or refer to a node that contains them. Each distinct node is
+    visited once (sizes are memoized), so a bomb is caught in the time of its text."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        where = f"{path}:{node.start_mark.line + 1}"
+        if done:
+            ancestors.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[key] > MAX_YAML_VALUES:
+                raise ConfigError(
+                    [
+                        f"{where}: YAML aliases expand the config to more than {MAX_YAML_VALUES} "
+                        "values (an alias bomb?); write the values out instead"
+                    ]
+                )
+            if depth[key] > MAX_YAML_DEPTH:
+                raise ConfigError(
+                    [
+                        f"{where}: YAML aliases nest the config more than {MAX_YAML_DEPTH} "
+                        "levels deep; write the values out instead"
+                    ]
+                )
+            continue
+        if key in size:
+            continue
+        ancestors.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in ancestors:
+                raise ConfigError(
+                    [
+                        f"{where}: a YAML alias refers to a value that contains it; a config "
+                        "can't be recursive"
+                    ]
+                )
+            if id(child) not in size:
+                stack.append((child, False))
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", type(None): "empty"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _line_index(node: yaml.Node | None) -> dict[tuple, int]:
+    """Map each path (tuple of keys and indexes) to its 1-based line in the file."""
+    index: dict[tuple, int] = {}
+
+    def walk(n: yaml.Node, loc: tuple) -> None:
+        index[loc] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                child = loc + (key.value,)
+                walk(value, child)
+                index[child] = key.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, loc + (i,))
+
+    if node is not None:
+        walk(node, ())
+    return index
+
+
+def _apply_override(data: dict, item: str) -> tuple:
+    key, sep, raw = item.partition("=")
+    parts = tuple(p for p in key.strip().split("."))
+    if not sep or not all(parts):
+        raise ConfigError(
+            [f"--set {item}: expected dotted.key=value, e.g. --set rds.instance_class=db.t3.small"]
+        )
+    try:
+        value = _parse(Path("--set"), raw)[1] if raw.strip() else ""
+    except (yaml.YAMLError, ConfigError, RecursionError):
+        value = raw
+    target = data
+    for i, part in enumerate(parts[:-1]):
+        child = target.get(part) if isinstance(target, dict) else None
+        if child is None:
+            child = target[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(
+                [f"--set {item}: {where} is not a section, cannot set {key} inside it"]
+            )
+        target = child
+    target[parts[-1]] = value
+    return parts
+
+
+def _problem(path: Path, lines: dict, overridden: set, loc: tuple, message: str) -> str:
+    loc = tuple("lambda" if part == "lambda_" else part for part in loc)
+    dotted = _dotted(loc)
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in overridden:
+            return f"--set {_dotted(loc[:n])}: {dotted}: {message}"
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return f"{path}:{lines[loc[:n]]}: {dotted}: {message}"
+    return f"{path}: {dotted}: {message}"
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required but missing"
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see config/lab.yaml for every key)"
+    if kind == "string_pattern_mismatch":
+        return f"{_shown(err['input'])} is not a valid name ({_pattern_hint(err)})"
+    message = err["msg"]
+    if "input" in err and kind not in {"model_type", "dict_type", "list_type"}:
+        message += f" (got {_shown(err['input'])})"
+    return message
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """The value as in the config, shortened; an integer too long to print says so."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _pattern_hint(err: dict) -> str:
+    pattern = err.get("ctx", {}).get("pattern", "")
+    return f"must match {pattern}"
