@@ -546,8 +546,13 @@ def test_down_removes_the_log_groups_container_insights_wrote_for_the_labs_clust
     """AWS writes /aws/ecs/containerinsights/<cluster>/performance itself, untagged."""
     lab.run("apply", ["ecs"])
     logs = boto3.client("logs", region_name="us-east-1")
-    logs.create_log_group(logGroupName="/aws/ecs/containerinsights/microservices-cluster/performance")
+    logs.create_log_group(
+        logGroupName="/aws/ecs/containerinsights/microservices-cluster/performance"
+    )
     logs.create_log_group(logGroupName="/aws/ecs/containerinsights/someone-elses/performance")
     lab.run("destroy", ["ecs"])
-    left = [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix="/aws/ecs/")["logGroups"]]
+    left = [
+        g["logGroupName"]
+        for g in logs.describe_log_groups(logGroupNamePrefix="/aws/ecs/")["logGroups"]
+    ]
     assert left == ["/aws/ecs/containerinsights/someone-elses/performance"]

@@ -209,4 +209,7 @@ def test_two_tagged_copies_are_an_error_not_a_guess(lab):
             CidrBlock="10.0.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}]
         )
     result = lab.run("apply", ["vpc"], expect_ok=False)
-    assert "found 2 vpc resources named microservices-vpc tagged for this lab" in result.results["vpc"].error
+    assert (
+        "found 2 vpc resources named microservices-vpc tagged for this lab"
+        in result.results["vpc"].error
+    )

@@ -96,10 +96,16 @@ def make_function(name: str) -> None:
     trust = {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
         ],
     }
-    role = iam.create_role(RoleName="someone-elses-role", AssumeRolePolicyDocument=json.dumps(trust))
+    role = iam.create_role(
+        RoleName="someone-elses-role", AssumeRolePolicyDocument=json.dumps(trust)
+    )
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as z:
         z.writestr("handler.py", "def lambda_handler(e, c):\n    return 1\n")
@@ -129,7 +135,8 @@ FOREIGN = {
         ["iam"],
         "microservices-lambda-role",
         lambda name: client("iam").create_role(
-            RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         ),
         lambda name: client("iam").get_role(RoleName=name)["Role"]["RoleName"],
     ),
@@ -160,7 +167,9 @@ def test_a_foreign_resource_stops_up_and_survives_down(aws, lab, strict, kind):
     up = lab.run("apply", steps, expect_ok=False)
     failed = failures(up)
     assert failed[steps[-1]].startswith(f"{kind} {name} ("), failed
-    assert failed[steps[-1]].endswith("exists but isn't lab microservices's: it has no msctl:lab tag")
+    assert failed[steps[-1]].endswith(
+        "exists but isn't lab microservices's: it has no msctl:lab tag"
+    )
 
     down = lab.run("destroy", None)
     assert all(r.ok for r in down.results.values())
@@ -181,6 +190,9 @@ def test_a_same_named_security_group_elsewhere_is_never_touched(aws, lab, strict
     lab.run("destroy", ["vpc"])
     left = ec2.describe_security_groups(GroupIds=[foreign])["SecurityGroups"]
     assert [g["GroupName"] for g in left] == ["microservices-alb-sg"]
-    assert ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": [ours]}])[
-        "SecurityGroups"
-    ] == []
+    assert (
+        ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": [ours]}])[
+            "SecurityGroups"
+        ]
+        == []
+    )

@@ -286,7 +286,10 @@ def test_foreign_instance_and_subnet_group_drift(lab, catalogue):
     assert lab.run("destroy", ["rds"]).results["rds"].status is Status.NOCHANGE
     assert instances() == [IDENTIFIER]
     notes = [e.message for e in lab.events if e.kind == "note" and e.step == "rds"]
-    assert f"db-instance {IDENTIFIER} ({IDENTIFIER}) isn't lab microservices's (it has no msctl:lab tag): left alone" in notes
+    assert (
+        f"db-instance {IDENTIFIER} ({IDENTIFIER}) isn't lab microservices's (it has no msctl:lab tag): left alone"
+        in notes
+    )
     rds_client().delete_db_instance(DBInstanceIdentifier=IDENTIFIER, SkipFinalSnapshot=True)
 
     # A lab subnet group over the wrong subnets is drift; moto's ModifyDBSubnetGroup loses

@@ -153,7 +153,7 @@ def test_the_walk_removes_renamed_entries_and_orphans_without_a_state_file(lab):
 
     lab.state.delete()  # the state file is lost: the walk finds everything by its tags
     result = lab.run("destroy", None)
-    assert all(r.status is Status.COMPLETE for r in result.results.values()), result
+    assert all(r.ok for r in result.results.values()), result
     assert tagged_for(lab) == set()
     assert leftovers.check(lab.ctx).ok
     changes = [e.message for e in lab.events if e.kind == "change"]
@@ -193,7 +193,10 @@ def test_what_cant_be_deleted_is_reported_with_its_id_and_cost(lab, monkeypatch)
     out = io.StringIO()
     report.print_leftovers(Console(file=out, width=100, soft_wrap=True), found)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "Error: 2 resource(s) of lab microservices remain, about $0.0500/hour ($1.20/day):"
+    assert (
+        lines[0]
+        == "Error: 2 resource(s) of lab microservices remain, about $0.0500/hour ($1.20/day):"
+    )
     assert f"  nat-gateway {nat} (old-nat) in us-east-1: $0.0450/hour" in lines
     assert lines[-1] == "  next: fix what is named above and run `msctl down` again"
     assert report.leftovers_to_json(found)["ok"] is False

@@ -190,3 +190,38 @@ def test_services_must_line_up(tmp_path):
     assert msgs == [
         "--set ecr.images.billing: ecr.images.billing: 'billing' is not a service in ecs.services"
     ]
+
+
+def test_a_key_given_twice_is_an_error_not_the_last_one_wins(tmp_path):
+    text = LAB.replace(
+        "  instance_class: db.t3.micro",
+        "  instance_class: db.t3.micro\n  instance_class: db.t3.large",
+    )
+    first, second = line_of(text, "db.t3.micro"), line_of(text, "db.t3.large")
+    assert problems(tmp_path, text) == [
+        f"{tmp_path / 'lab.yaml'}:{second}: YAML syntax error: key 'instance_class' is given "
+        f"twice (first on line {first})"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "expect"),
+    [
+        (256, 4096, "Fargate runs 256 CPU units with 512, 1024 or 2048 MiB of memory, not 4096"),
+        (1024, 1536, "Fargate runs 1024 CPU units with 2048 to 8192 in steps of 1024 MiB"),
+        (4096, 4096, "Fargate runs 4096 CPU units with 8192 to 30720 in steps of 1024 MiB"),
+    ],
+)
+def test_fargate_cpu_and_memory_must_be_a_pair_aws_runs(tmp_path, cpu, memory, expect):
+    sets = [f"ecs.services.products.cpu={cpu}", f"ecs.services.products.memory={memory}"]
+    (msg,) = problems(tmp_path, overrides=sets)
+    assert msg.startswith("--set ecs.services.products.memory: ecs.services.products.memory: ")
+    assert expect in msg
+    assert load_config(
+        write(tmp_path, LAB), ["ecs.services.products.cpu=512", "ecs.services.products.memory=3072"]
+    )
+
+
+def test_lambda_runtimes_older_than_the_lab_code_are_refused(tmp_path):
+    (msg,) = problems(tmp_path, overrides=["lambda.runtime=python3.10"])
+    assert "lambda.runtime: Input should be 'python3.11', 'python3.12' or 'python3.13'" in msg

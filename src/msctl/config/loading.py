@@ -109,6 +109,22 @@ class _GuardedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node, deep=False):
+        """A key given twice is an error (YAML would silently keep the last value)."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _value in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {key!r} is given twice (first on line {seen[key] + 1})",
+                        key_node.start_mark,
+                    )
+                seen.setdefault(key, key_node.start_mark.line)
+        return super().construct_mapping(node, deep)
+
     def construct_object(self, node, deep=False):
         try:
             return super().construct_object(node, deep)

@@ -121,7 +121,8 @@ class FunctionConfig(Model):
 
 
 class LambdaConfig(Model):
-    runtime: Literal["python3.10", "python3.11", "python3.12", "python3.13"]
+    # The lab's functions use Python 3.11 APIs (lab/functions): no older runtime.
+    runtime: Literal["python3.11", "python3.12", "python3.13"]
     memory_mb: Annotated[int, Field(ge=128, le=10240)]
     timeout_seconds: Annotated[int, Field(ge=1, le=900)]
     session_ttl_hours: Annotated[int, Field(ge=1, le=720)]
@@ -152,8 +153,8 @@ class ServiceConfig(Model):
     source: Path
     family: EcsName
     service: EcsName
-    cpu: Literal[256, 512, 1024, 2048, 4096]
-    memory: Annotated[int, Field(ge=512, le=30720)]
+    cpu: Literal[256, 512, 1024, 2048, 4096, 8192, 16384]
+    memory: Annotated[int, Field(ge=512, le=122880)]  # in MiB; the pairs: FARGATE_MEMORY
     port: Port
     desired_count: Annotated[int, Field(ge=0, le=100)]
     log_group: LogGroup
@@ -311,8 +312,36 @@ def _check_groups(config: LabConfig) -> list[tuple[tuple, str]]:
     return problems
 
 
+# The task memory (MiB) Fargate runs with each task CPU size (ECS RegisterTaskDefinition).
+FARGATE_MEMORY = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+    8192: tuple(range(16384, 61441, 4096)),
+    16384: tuple(range(32768, 122881, 8192)),
+}
+
+
+def _fargate_sizes(cpu: int) -> str:
+    sizes = FARGATE_MEMORY[cpu]
+    if len(sizes) <= 3:
+        return f"{', '.join(map(str, sizes[:-1]))} or {sizes[-1]}"
+    return f"{sizes[0]} to {sizes[-1]} in steps of {sizes[1] - sizes[0]}"
+
+
 def _check_services(config: LabConfig) -> list[tuple[tuple, str]]:
     problems = []
+    for name, service in config.ecs.services.items():
+        if service.memory not in FARGATE_MEMORY[service.cpu]:
+            problems.append(
+                (
+                    ("ecs", "services", name, "memory"),
+                    f"Fargate runs {service.cpu} CPU units with {_fargate_sizes(service.cpu)} "
+                    f"MiB of memory, not {service.memory}",
+                )
+            )
     services = set(config.ecs.services)
     for section, keys in (
         ("ecr", ("repositories",)),

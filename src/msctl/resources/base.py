@@ -34,7 +34,7 @@ Resource = dict[str, Any]
 GONE_CODES = frozenset(
     {"NotFound", "NotFoundException", "ResourceNotFoundException", "NoSuchEntity", "404"}
 )
-_MARK = re.compile(r"msctl:lab=(\S+) msctl:step=(\S+)")
+_MARK = re.compile(r"msctl:lab=([\w.-]+) msctl:step=([\w.-]+)")
 
 
 def mark(lab: str, step: str) -> str:

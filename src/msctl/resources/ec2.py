@@ -35,7 +35,9 @@ class Ec2Kind(Kind):
     list_key: ClassVar[str]  # "Vpcs"
 
     def describe(self, client, ident: str) -> Resource | None:
-        return first(getattr(client, self.describe_call)(**{self.ids_param: [ident]})[self.list_key])
+        return first(
+            getattr(client, self.describe_call)(**{self.ids_param: [ident]})[self.list_key]
+        )
 
     def tagged(self, client, lab: str, name: str | None = None, extra: list | None = None):
         found = getattr(client, self.describe_call)(Filters=ec2_filters(lab, name) + (extra or []))

@@ -73,9 +73,13 @@ def owned(
                         )
                     continue
                 if kind.name in wanted and not kind.scanned:
-                    to_read.append((kind, Item(kind.name, kind.id_from_arn(arn), region=region, arn=arn)))
+                    to_read.append(
+                        (kind, Item(kind.name, kind.id_from_arn(arn), region=region, arn=arn))
+                    )
         except Exception as exc:
-            inventory.problems.append(f"could not list tagged resources in {region}: {describe(exc)[0]}")
+            inventory.problems.append(
+                f"could not list tagged resources in {region}: {describe(exc)[0]}"
+            )
 
     for name in [step] if step else ctx.state.steps():
         for key, entry in ctx.state.resources(name).items():

@@ -117,9 +117,7 @@ class AlbStep(LabStep):
                 ok=False,
                 detail="no alb.certificate_arn in the config: delete",
                 action="delete",
-                apply=lambda: elb.delete_listener(
-                    ListenerArn=listeners[HTTPS_PORT]["ListenerArn"]
-                ),
+                apply=lambda: elb.delete_listener(ListenerArn=listeners[HTTPS_PORT]["ListenerArn"]),
             )
         lb = run.got(LOAD_BALANCER, cfg.name) or {}
         return {
@@ -213,6 +211,7 @@ class AlbStep(LabStep):
                 apply=lambda r=rule: elb.delete_rule(RuleArn=r["RuleArn"]),
             )
         return listener_arn
+
 
 # ---------------------------------------------------------------- lookups
 

@@ -12,6 +12,7 @@ import json
 
 from ..engine.model import is_pending
 from ..resources.base import absent
+from ..resources.compute import FUNCTION
 from .run import StepRun
 
 STATEMENT_PREFIX = "msctl-apigw-"  # Sid prefix of the Lambda permissions this step adds
@@ -121,9 +122,12 @@ def ensure_permissions(
 
 
 def remove_permissions(run: StepRun) -> None:
-    """On teardown: every statement msctl's apigw step added to the lab's functions."""
+    """On teardown: every statement msctl's apigw step added to the lab's functions (a
+    same-named function of someone else's is left alone)."""
     lam = run.clients.get("lambda")
     for function in run.config.lambda_.functions.values():
+        if run.lookup(FUNCTION, function.name) is None:
+            continue
         for statement in function_policy(lam, function.name):
             sid = statement.get("Sid", "")
             if sid.startswith(STATEMENT_PREFIX):

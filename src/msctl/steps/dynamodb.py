@@ -65,7 +65,6 @@ class DynamoDbStep(LabStep):
         return {"tables": arns}
 
 
-
 # ---------------------------------------------------------------- lookups
 
 

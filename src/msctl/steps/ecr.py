@@ -92,7 +92,6 @@ class EcrStep(LabStep):
         return {"repositories": repositories, "images": images, "tags": tags}
 
 
-
 # ---------------------------------------------------------------- source hash
 
 

@@ -89,7 +89,6 @@ class LambdaStep(LabStep):
         return {"functions": functions}
 
 
-
 def function_environment(cfg, bucket: str) -> dict[str, str]:
     """The variables every function gets (the handlers read the ones they need)."""
     return {

@@ -22,7 +22,9 @@ def ensure_log_group(run: StepRun, name: str, retention_days: int) -> str:
         return [
             Fix(
                 f"retention {group.get('retentionInDays', 'never expire')} -> {retention_days} days",
-                lambda: logs.put_retention_policy(logGroupName=name, retentionInDays=retention_days),
+                lambda: logs.put_retention_policy(
+                    logGroupName=name, retentionInDays=retention_days
+                ),
             )
         ]
 

@@ -82,6 +82,5 @@ class NatStep(LabStep):
         return {"nat_gateway_id": nat_id, "elastic_ip_allocation_id": allocation_id}
 
 
-
 def _token(lab: str, name: str) -> str:
     return hashlib.sha256(f"{lab}/{name}".encode()).hexdigest()[:32]

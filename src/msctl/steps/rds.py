@@ -140,7 +140,6 @@ class RdsStep(LabStep):
         return checks
 
 
-
 # ---------------------------------------------------------------- the endpoint, for ecs
 
 
@@ -376,7 +375,10 @@ def _instance_fixes(run: StepRun, inst: Resource, sg_id: str) -> list[Fix]:
     fixes = [_refuse(detail, cfg.identifier) for detail in refuse]
     if changes:
         fixes.append(
-            Fix("; ".join(details), lambda: modify_instance(run, run.clients.rds, cfg.identifier, **changes))
+            Fix(
+                "; ".join(details),
+                lambda: modify_instance(run, run.clients.rds, cfg.identifier, **changes),
+            )
         )
     return fixes
 

@@ -101,7 +101,6 @@ class S3Step(LabStep):
         }
 
 
-
 # ---------------------------------------------------------------- naming and lookup
 
 
@@ -199,15 +198,27 @@ def create_bucket(run: StepRun, name: str) -> Resource:
     s3 = run.clients.s3
     region = run.clients.region
     tags = run.tags(run.config.s3.bucket_prefix)
-    configuration: dict = {"Tags": as_list(tags)}
-    if region != DEFAULT_REGION:
-        configuration["LocationConstraint"] = region
-    try:
+    configuration: dict = {"LocationConstraint": region} if region != DEFAULT_REGION else {}
+
+    def create(with_tags: bool) -> None:
+        extra = {"Tags": as_list(tags)} if with_tags else {}
+        settings = {**configuration, **extra}
         s3.create_bucket(
             Bucket=name,
             ObjectOwnership=OWNERSHIP,
-            CreateBucketConfiguration=configuration,
+            **({"CreateBucketConfiguration": settings} if settings else {}),
         )
+
+    try:
+        try:
+            create(with_tags=True)
+        except ClientError as exc:
+            # Tagging at creation needs s3:TagResource too: without it AWS refuses the whole
+            # create. Then create untagged and tag it right after (as Terraform and Pulumi do).
+            if not is_code(exc, "AccessDenied"):
+                raise
+            run.emit("note", f"creating bucket {name} with its tags was refused; tagging it after")
+            create(with_tags=False)
     except ClientError as exc:
         # Already ours (a create that answered too late): carry on and tag it below.
         if is_code(exc, "BucketAlreadyOwnedByYou"):
@@ -219,9 +230,9 @@ def create_bucket(run: StepRun, name: str) -> Resource:
             ) from exc
         else:
             raise
-    # Tags go in with CreateBucket; an endpoint that ignores them there (the local emulator
-    # does) gets them at once, before anything else. The read also waits out the short time
-    # a new bucket may answer NoSuchBucket.
+    # Tags go in with CreateBucket; a bucket created without them (see above, or an endpoint
+    # that ignores them: the local emulator does) gets them at once, before anything else.
+    # The read also waits out the short time a new bucket may answer NoSuchBucket.
     current = run.retry(
         lambda: _tags_or_raise(s3, name),
         codes=("NoSuchBucket",),

@@ -78,7 +78,6 @@ class SgStep(LabStep):
         return {"group_ids": ids}
 
 
-
 def _description_fix(sg: Resource, group) -> list[Fix]:
     if sg.get("Description", group.description) == group.description:
         return []

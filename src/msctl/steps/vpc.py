@@ -94,6 +94,7 @@ class VpcStep(LabStep):
             fixes=lambda rt: route_table_fixes(ec2, rt, subnet_ids, default_target),
         )
 
+
 # ---------------------------------------------------------------- create and fix
 
 
