@@ -163,7 +163,7 @@ class Lab:
         else:
             ctx = self._context(target, state)
             result = runner.run(ctx, self.steps, "verify", parallel=8)
-        for name, step in self.steps.items():
+        for name in self.steps:
             res = result.results[name] if result else None
             recorded, _reason = state.status(name)
             shown = res.status if res else Status.SKIPPED

@@ -15,11 +15,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from msctl.context import Target
-from msctl.engine.model import Status
-from msctl.engine.step import StepError
-from msctl.steps import ecr as ecr_step
-from msctl.steps.ecr import push_method, source_hash
 from msctl.build.ecr_image import (
     CONFIG_MEDIA_TYPE,
     LAYER_MEDIA_TYPE,
@@ -27,6 +22,11 @@ from msctl.build.ecr_image import (
     build_image,
     parse_dockerfile,
 )
+from msctl.context import Target
+from msctl.engine.model import Status
+from msctl.engine.step import StepError
+from msctl.steps import ecr as ecr_step
+from msctl.steps.ecr import push_method, source_hash
 
 from .conftest import Lab, assert_lifecycle
 

@@ -9,7 +9,6 @@ import pytest
 
 from msctl.engine.model import Pending
 from msctl.steps.base import LabStep as Step
-from msctl.steps.run import StepRun
 from msctl.steps.iam import (
     POLICY_NAME,
     WILDCARD_ACTIONS,
@@ -20,6 +19,7 @@ from msctl.steps.iam import (
     task_policy,
     trust_policy,
 )
+from msctl.steps.run import StepRun
 
 from .conftest import assert_lifecycle
 

@@ -11,8 +11,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from msctl.engine.model import Status
-from msctl.steps.run import StepRun
 from msctl.steps.rds import wait_available
+from msctl.steps.run import StepRun
 
 from .conftest import Lab, assert_lifecycle
 

@@ -11,7 +11,6 @@ from botocore.exceptions import ClientError
 
 from msctl.engine.model import Status
 from msctl.resources import data
-from msctl.steps import s3 as s3_step
 from msctl.steps.s3 import SITE_PREFIX
 
 from .conftest import Lab, assert_lifecycle

@@ -478,8 +478,8 @@ def _workers_in(work_dir: Path) -> list[int]:
 
 
 def test_lab_code_source_packages_like_the_lambda_step():
-    from msctl.config import load_config
     from msctl.build.lambda_package import function_zip
+    from msctl.config import load_config
 
     config = load_config(ROOT / "config" / "lab.yaml")
     source = functions.lab_code_source(config)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..aws.tags import LAB, NAME, as_dict, ec2_filters
 from .. import costs
+from ..aws.tags import LAB, NAME, as_dict, ec2_filters
 from ..engine.step import StepError
 from .base import Kind, Resource, first, only_one
 

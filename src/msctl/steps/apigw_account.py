@@ -7,8 +7,8 @@ then it creates `<lab>-apigateway-cloudwatch` and sets it. When it already names
 role, msctl uses that and changes nothing.
 
 On `down` the account is left as msctl found it: if the setting names this lab's role, it is
-reset to unset (UpdateAccount replacing /cloudwatchRoleArn without a value, as Terraform's
-provider does since v6) and the role is deleted with the step's other resources.
+reset to unset (UpdateAccount replacing /cloudwatchRoleArn with an empty value, as Terraform's
+provider resets it) and the role is deleted with the step's other resources.
 """
 
 from __future__ import annotations
@@ -131,10 +131,8 @@ def release_logging_role(run: StepRun) -> None:
     current = apigw.get_account().get("cloudwatchRoleArn") or ""
     if role is None or current != role["Arn"]:
         return
-    # AWS resets on a replace without a value; the local emulator needs one ("" reads unset).
-    reset = {"op": "replace", "path": "/cloudwatchRoleArn"}
-    if run.ctx.target.is_local:
-        reset["value"] = ""
+    # An empty value resets it (Terraform's provider does the same; the emulator needs it).
+    reset = {"op": "replace", "path": "/cloudwatchRoleArn", "value": ""}
     run.setting(
         "apigateway-account",
         "cloudwatch role",

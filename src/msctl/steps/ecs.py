@@ -18,7 +18,6 @@ from ..engine.model import Check, Pending, is_pending
 from ..engine.step import StepError
 from ..resources import Resource
 from ..resources.compute import LOG_GROUP
-from ..resources.inventory import owned
 from ..resources.ecs import (
     CLUSTER,
     SCALABLE_TARGET,
@@ -28,6 +27,7 @@ from ..resources.ecs import (
     describe_service,
     service_gone,
 )
+from ..resources.inventory import owned
 from .base import LabStep
 from .ecs_scaling import current_bounds, ensure_autoscaling, scaling_resource_id
 from .ecs_spec import (

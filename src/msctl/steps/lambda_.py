@@ -51,7 +51,6 @@ class LambdaStep(LabStep):
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config
-        lam = run.clients.get("lambda")
         role_arn = run.outputs_of("iam")["lambda_role_arn"]
         bucket = run.outputs_of("s3")["bucket"]
         environment = function_environment(cfg, bucket)
