@@ -2,46 +2,43 @@
 
 from __future__ import annotations
 
-import importlib
-import warnings
-
+from .alb import AlbStep
+from .apigw import ApigwStep
 from .base import LabStep
+from .cloudfront import CloudFrontStep
+from .cloudwatch import CloudWatchStep
+from .dynamodb import DynamoDbStep
+from .ecr import EcrStep
+from .ecs import EcsStep
+from .iam import IamStep
+from .lambda_ import LambdaStep
+from .nat import NatStep
+from .rds import RdsStep
+from .route53 import Route53Step
+from .s3 import S3Step
+from .sg import SgStep
+from .vpc import VpcStep
+from .xray import XrayStep
 
-# TRANSITIONAL (resource-model refactor): a module that doesn't import yet is skipped with
-# a warning, so that steps converted in parallel can be tested. Removed before landing.
-_MODULES = (
-    ("vpc", "VpcStep"),
-    ("nat", "NatStep"),
-    ("sg", "SgStep"),
-    ("dynamodb", "DynamoDbStep"),
-    ("s3", "S3Step"),
-    ("rds", "RdsStep"),
-    ("iam", "IamStep"),
-    ("lambda_", "LambdaStep"),
-    ("ecr", "EcrStep"),
-    ("alb", "AlbStep"),
-    ("ecs", "EcsStep"),
-    ("apigw", "ApigwStep"),
-    ("route53", "Route53Step"),
-    ("cloudfront", "CloudFrontStep"),
-    ("cloudwatch", "CloudWatchStep"),
-    ("xray", "XrayStep"),
+STEP_CLASSES: tuple[type[LabStep], ...] = (
+    VpcStep,
+    NatStep,
+    SgStep,
+    DynamoDbStep,
+    S3Step,
+    RdsStep,
+    IamStep,
+    LambdaStep,
+    EcrStep,
+    AlbStep,
+    EcsStep,
+    ApigwStep,
+    Route53Step,
+    CloudFrontStep,
+    CloudWatchStep,
+    XrayStep,
 )
 
 
-def _classes() -> tuple[type[LabStep], ...]:
-    found = []
-    for module, cls in _MODULES:
-        try:
-            found.append(getattr(importlib.import_module(f"{__name__}.{module}"), cls))
-        except Exception as exc:  # noqa: BLE001 - transitional
-            warnings.warn(f"step module {module} not importable yet: {exc}", stacklevel=2)
-    return tuple(found)
-
-
 def all_steps() -> dict[str, LabStep]:
-    steps = {cls.name: cls() for cls in _classes()}
-    while missing := [n for n, s in steps.items() if any(r not in steps for r in s.requires)]:
-        for name in missing:
-            del steps[name]
-    return steps
+    return {cls.name: cls() for cls in STEP_CLASSES}
