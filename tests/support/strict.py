@@ -106,6 +106,23 @@ DRAINING = {
     "DetachInternetGateway": "InternetGatewayId",
     "DeleteVpc": "VpcId",
 }
+# Changes that name ids: right after a create, AWS may not know the new id yet for these either
+# (EC2 eventual consistency applies to mutations too).
+WRITES_NAMING_IDS = {
+    "AuthorizeSecurityGroupIngress": ("GroupId",),
+    "RevokeSecurityGroupIngress": ("GroupId",),
+    "ModifySubnetAttribute": ("SubnetId",),
+    "ModifyVpcAttribute": ("VpcId",),
+    "AttachInternetGateway": ("InternetGatewayId", "VpcId"),
+    "AssociateRouteTable": ("RouteTableId", "SubnetId"),
+    "CreateRoute": ("RouteTableId", "GatewayId", "NatGatewayId"),
+    "ReplaceRoute": ("RouteTableId", "GatewayId", "NatGatewayId"),
+}
+READS = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Scan", "Query", "BatchGet")
+# Calls that open a new session each time (the same call twice is two uploads, not a repeat).
+SESSIONS = {"ecr.InitiateLayerUpload"}
+# What a call sends that says nothing about which resource it writes (or is big).
+NOT_IDENTIFYING = {"Body", "ZipFile", "ContentMD5", "ClientToken", "CallerReference"}
 ROLE_NOT_ASSUMABLE = "The role defined for the function cannot be assumed by Lambda."
 APIGW_ROLE_NOT_READY = "The role ARN does not have required permissions set to API Gateway"
 
@@ -117,6 +134,9 @@ class Faults:
     throttle: float = 0.0  # per HTTP attempt
     max_throttles: int = 2  # in a row for one call (botocore allows 8 attempts here)
     not_found: float = 0.0  # per new EC2 id: its first describes answer *.NotFound
+    not_found_write: float = 0.0  # per new EC2 id: its first writes that name it, likewise
+    # A principal without s3:TagResource: CreateBucket with tags is AccessDenied as a whole.
+    deny_bucket_tags: bool = False
     role_propagation: float = 0.0  # per new IAM role: Lambda/API Gateway can't assume it yet
     dependency_drain: float = 0.0  # per guarded delete: DependencyViolation for a while
     state_lag: float = 0.0  # per create/delete of a NAT, DB instance, distribution
@@ -133,6 +153,8 @@ class Faults:
         return cls(
             throttle=0.05,
             not_found=1.0,
+            not_found_write=1.0,
+            deny_bucket_tags=True,
             role_propagation=1.0,
             dependency_drain=0.6,
             state_lag=1.0,
@@ -202,6 +224,10 @@ class StrictAws:
         self._lock = threading.RLock()
         self._seen: Counter[str] = Counter()
         self._invisible: dict[str, int] = {}  # new EC2 id -> describes still answering NotFound
+        self._unwritable: dict[str, int] = {}  # new EC2 id -> writes still answering NotFound
+        # Every successful write, by service.Operation and what identifies its target: the
+        # same key twice is the same write made twice.
+        self.writes: Counter[str] = Counter()
         self._unassumable: dict[str, int] = {}  # new role ARN -> attempts still refused
         self._draining: dict[str, int] = {}  # "Op resource" -> attempts still refused
         self._nat_pending = Lag(self._lock)
@@ -345,6 +371,10 @@ class StrictAws:
         service = model.service_model.service_name
         op = model.name
         params = context.get("strict_params") or {}
+        if not op.startswith(READS):
+            target = {k: v for k, v in params.items() if k not in NOT_IDENTIFYING}
+            with self._lock:
+                self.writes[f"{service}.{op} {json.dumps(target, sort_keys=True, default=str)}"] += 1
         cfg = self.config
         if service == "ec2" and op in CREATED_ID_PATHS:
             outer, key = CREATED_ID_PATHS[op]
@@ -352,6 +382,9 @@ class StrictAws:
             if new_id and self._chance("not_found", op, cfg.not_found):
                 with self._lock:
                     self._invisible[new_id] = self._lasting("not_found", op)
+            if new_id and self._chance("not_found_write", op, cfg.not_found_write):
+                with self._lock:
+                    self._unwritable[new_id] = self._lasting("not_found_write", op)
         if service == "iam" and op == "CreateRole":
             arn = parsed.get("Role", {}).get("Arn")
             if arn and self._chance("role_propagation", op, cfg.role_propagation):
@@ -362,8 +395,36 @@ class StrictAws:
 
     # ------------------------------------------------------------------ eventual consistency
 
+    def duplicate_writes(self) -> dict[str, int]:
+        """Writes made more than once with the same target and the same content."""
+        with self._lock:
+            return {
+                key: n
+                for key, n in self.writes.items()
+                if n > 1 and key.split(" ", 1)[0] not in SESSIONS
+            }
+
     def _eventual_fault(self, service: str, op: str, params: dict):
         cfg = self.config
+        if service == "ec2" and op in WRITES_NAMING_IDS:
+            for name in WRITES_NAMING_IDS[op]:
+                ident = params.get(name) or ""
+                if self._take(self._unwritable, ident):
+                    prefix = next(p for p in NOT_FOUND_CODES if ident.startswith(p))
+                    return "not_found_write", Violation(
+                        NOT_FOUND_CODES[prefix], f"The ID '{ident}' does not exist"
+                    )
+        if (
+            service == "s3"
+            and op == "CreateBucket"
+            and cfg.deny_bucket_tags
+            and (params.get("CreateBucketConfiguration") or {}).get("Tags")
+        ):
+            return "bucket_tags_denied", Violation(
+                "AccessDenied",
+                "User is not authorized to perform: s3:TagResource (tags at bucket creation)",
+                403,
+            )
         if service == "ec2" and op.startswith("Describe"):
             for name in ID_PARAMS:
                 value = params.get(name)
