@@ -1,15 +1,17 @@
-"""msctl's command line: parse, call the engine, render, set the exit code. Nothing else."""
+"""msctl's command line: parse, call the library (lab.Lab), render, set the exit code."""
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from . import report
-from .config import ConfigError, LabConfig, load_config
+from .config import ConfigError, LabConfig, find_config, load_config, project_root
 from .engine.graph import GraphError
 from .lab import Lab, SessionError
 from .local.dataplane import DataPlaneError
@@ -18,6 +20,8 @@ from .steps import all_steps
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NOTHING = 3  # status: nothing of the lab exists
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 STEP_NAMES = ", ".join(all_steps())
 
 
@@ -34,60 +38,97 @@ class RunFailed(UserError):
     exit_code = EXIT_FAILED
 
 
+class Interrupted(UserError):
+    exit_code = EXIT_INTERRUPTED
+
+
 def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ConfigError as exc:
-            raise UserError(str(exc)) from None
-        except (GraphError, SessionError) as exc:
+        except (ConfigError, GraphError, SessionError) as exc:
             raise UserError(str(exc)) from None
         except StateError as exc:
             raise RunFailed(str(exc)) from None
+        except KeyboardInterrupt:
+            command = click.get_current_context().info_name
+            raise Interrupted(f"interrupted; run `msctl {command}` again to finish") from None
 
     return wrapper
 
 
-def config_options(fn):
-    """The options every lab command shares."""
+# ---------------------------------------------------------------- options
+
+
+@dataclass
+class Globals:
+    """The options accepted before the subcommand or after it (the latter wins)."""
+
+    verbose: bool = False
+    config: Path | None = None
+    target: str | None = None
+    state_dir: Path | None = None
+
+
+def _store(name: str):
+    def callback(ctx: click.Context, _param, value):
+        if value not in (None, False):
+            setattr(ctx.find_root().ensure_object(Globals), name, value)
+
+    return callback
+
+
+def global_options(fn):
+    """-v, -c, --target, --state-dir."""
     decorators = [
+        click.option(
+            "-v",
+            "--verbose",
+            is_flag=True,
+            expose_value=False,
+            callback=_store("verbose"),
+            help="More detail: every check, emulated endpoints, tracebacks of failures.",
+        ),
         click.option(
             "-c",
             "--config",
-            "config_path",
             type=click.Path(path_type=Path),
-            default=Path("config/lab.yaml"),
-            show_default=True,
-            help="Lab config file.",
+            expose_value=False,
+            callback=_store("config"),
+            help="Lab config file (default: config/lab.yaml or msctl.yaml in this directory "
+            "or a parent, or $MSCTL_CONFIG).",
         ),
         click.option(
             "--target",
             type=click.Choice(["local", "aws"]),
-            default="local",
-            show_default=True,
-            help="local: the moto emulator msctl runs on loopback; aws: real AWS "
+            expose_value=False,
+            callback=_store("target"),
+            help="local (default): the moto emulator msctl runs on loopback; aws: real AWS "
             "(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL honoured).",
         ),
         click.option(
             "--state-dir",
             type=click.Path(path_type=Path),
-            default=Path(".msctl"),
-            show_default=True,
-            help="Where state, locks and the emulator live.",
-        ),
-        click.option(
-            "--set",
-            "overrides",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Override a config value, e.g. --set rds.instance_class=db.t3.small "
-            "(repeatable; validated like the file).",
+            expose_value=False,
+            callback=_store("state_dir"),
+            help="Where state, locks and the emulator live (default: .msctl beside the config).",
         ),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
     return fn
+
+
+def set_option(fn):
+    return click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a config value, e.g. --set rds.instance_class=db.t3.small "
+        "(repeatable; validated like the file).",
+    )(fn)
 
 
 def only_option(fn):
@@ -135,11 +176,48 @@ def _only(value: str | None) -> list[str] | None:
     return names
 
 
+def _globals() -> Globals:
+    return click.get_current_context().find_root().ensure_object(Globals)
+
+
+def _config_path() -> Path:
+    chosen = _globals().config
+    if chosen is not None:
+        return chosen
+    found = find_config(Path.cwd(), os.environ.get("MSCTL_CONFIG"))
+    if found is None:
+        raise UserError(
+            f"no lab config found: looked for config/lab.yaml and msctl.yaml in {Path.cwd()} "
+            "and its parents; pass -c PATH or set MSCTL_CONFIG"
+        )
+    return found
+
+
+def _state_dir(config_path: Path | None) -> Path:
+    chosen = _globals().state_dir
+    if chosen is not None:
+        return chosen
+    return (project_root(config_path) if config_path else Path.cwd()) / ".msctl"
+
+
+def _lab(overrides=()) -> Lab:
+    config_path = _config_path()
+    notices = report.make_console(stderr=True)
+    return Lab(
+        load_config(config_path, list(overrides)),
+        _globals().target or "local",
+        _state_dir(config_path),
+        on_notice=lambda message: report.notice(notices, message),
+        config_path=config_path,
+        overrides=overrides,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Show more detail (tracebacks of failures).")
+@global_options
 @click.version_option(package_name="msctl")
 @click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
+def main(ctx: click.Context) -> None:
     """Build, prove and tear down the Day 21 AWS microservices lab.
 
     \b
@@ -147,55 +225,72 @@ def main(ctx: click.Context, verbose: bool) -> None:
       msctl up          build the lab
       msctl status      show what exists
       msctl down        remove all of it
+
+    The options above may also come after the command (msctl status -v).
     """
-    ctx.obj = {"verbose": verbose}
+    ctx.ensure_object(Globals)
 
 
 # ---------------------------------------------------------------- up / plan / down
 
 
 @main.command()
-@config_options
+@global_options
+@set_option
 @only_option
 @parallel_option
 @yes_option
 @output_option
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Local target: the port the lab is served on (default: the one it had, else a "
+    "free one).",
+)
 @click.pass_context
 @handle_errors
-def up(ctx, config_path, target, state_dir, overrides, only, parallel, yes, output):
+def up(ctx, overrides, only, parallel, yes, output, port):
     """Build the lab (or finish an interrupted build). Safe to re-run.
+
+    On the local target a full `up` also serves the lab, on the same URL every time.
 
     \b
     Examples:
       msctl up
       msctl up --only sg
+      msctl up --port 8080
       msctl up --target aws --yes
     """
     selected = _only(only)
     console = report.make_console()
-    lab = _lab(config_path, overrides, target, state_dir)
+    lab = _lab(overrides)
+    if port is not None and not lab.local:
+        raise UserError("--port is for the local target only")
     try:
         with report.Progress(console, _shown(selected, "apply"), enabled=output == "table") as bar:
             lab.on_event = bar
-            result, url = lab.up(selected, parallel, confirm=lambda c: _confirm_billable(c, yes))
+            result, url = lab.up(
+                selected, parallel, confirm=lambda c: _confirm_billable(c, yes), port=port
+            )
     except DataPlaneError as exc:
         raise RunFailed(f"{exc} (the lab itself is built; `msctl up` tries again)") from None
     next_step = "See it with `msctl status`; remove it with `msctl down`."
     if url:
         next_step = f"The lab answers at {url}/ ; prove it with `msctl test-api`."
-    _finish(console, result, output, ctx.obj["verbose"], next_step)
+    _finish(console, result, output, next_step)
     if not result.ok:
         ctx.exit(EXIT_FAILED)
 
 
 @main.command()
-@config_options
+@global_options
+@set_option
 @only_option
 @output_option
 @click.option("--destroy", is_flag=True, help="Preview what `down` would remove.")
 @click.pass_context
 @handle_errors
-def plan(ctx, config_path, target, state_dir, overrides, only, output, destroy):
+def plan(ctx, overrides, only, output, destroy):
     """Show what `up` (or, with --destroy, `down`) would change, without changing anything.
 
     \b
@@ -204,40 +299,51 @@ def plan(ctx, config_path, target, state_dir, overrides, only, output, destroy):
       msctl plan --only rds --output json
       msctl plan --destroy
     """
-    lab = _lab(config_path, overrides, target, state_dir)
+    lab = _lab(overrides)
+    notes: list[str] = []
+    lab.on_event = lambda e: notes.append(f"{e.step}: {e.message}") if e.kind == "note" else None
     result = lab.plan(_only(only), destroy=destroy)
     console = report.make_console()
     if output == "json":
-        report.print_json(console, report.result_to_json(result))
+        report.print_json(console, {**report.result_to_json(result), "notes": notes})
     else:
-        report.print_plan(console, result)
+        report.print_plan(console, result, notes)
         if not result.ok:
-            report.print_summary(console, result, verbose=ctx.obj["verbose"])
+            report.print_summary(console, result, verbose=_globals().verbose)
     if not result.ok:
         ctx.exit(EXIT_FAILED)
 
 
 @main.command()
-@config_options
+@global_options
+@set_option
 @only_option
 @parallel_option
 @yes_option
 @output_option
 @click.pass_context
 @handle_errors
-def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, output):
-    """Remove the lab, in reverse dependency order. Safe to run twice.
+def down(ctx, overrides, only, parallel, yes, output):
+    """Remove the lab, in reverse dependency order, and check that nothing of it remains.
+
+    Asks first, naming the data that goes with it (tables and their items, the database);
+    --yes skips the question. Safe to run twice.
 
     \b
     Examples:
       msctl down
+      msctl down --yes
       msctl down --only ecs      (ecs and everything that depends on it)
     """
     selected = _only(only)
     console = report.make_console()
-    lab = _lab(config_path, overrides, target, state_dir)
-    if target == "aws" and not yes:
-        _confirm(f"Delete every resource of lab {lab.config.lab!r} on AWS?")
+    lab = _lab(overrides)
+    if not yes:
+        lost = lab.data_at_risk(selected)
+        if lost or not lab.local:
+            report.print_at_risk(report.make_console(stderr=True), lab.config.lab, lost)
+            where = "on AWS" if not lab.local else "on the local emulator"
+            _confirm(f"Delete lab {lab.config.lab!r} {where}?")
     with report.Progress(console, _shown(selected, "destroy"), enabled=output == "table") as bar:
         lab.on_event = bar
         done = lab.down(selected, parallel)
@@ -250,7 +356,7 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, ou
     elif done.walk is None:
         report.notice(console, done.note + ".")
     else:
-        _finish(console, done.walk, output, ctx.obj["verbose"])
+        _finish(console, done.walk, output)
         report.print_leftovers(console, done.leftovers)
     if not done.ok:
         ctx.exit(EXIT_FAILED)
@@ -260,7 +366,8 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, ou
 
 
 @main.command()
-@config_options
+@global_options
+@set_option
 @output_option
 @click.option(
     "--rebuild-state",
@@ -270,19 +377,24 @@ def down(ctx, config_path, target, state_dir, overrides, only, parallel, yes, ou
 )
 @click.pass_context
 @handle_errors
-def status(ctx, config_path, target, state_dir, overrides, output, rebuild_state):
-    """Show the lab: each step's resources, checked against AWS, and its endpoints.
+def status(ctx, overrides, output, rebuild_state):
+    """Show the lab: each step checked against the target, and where it answers.
 
-    Exits 1 when something is missing or differs from the config.
+    \b
+    Exit codes:
+      0  every enabled step is built and as configured
+      1  something is missing or differs from the config
+      3  nothing of the lab exists
 
     \b
     Examples:
       msctl status
+      msctl status -v                  (every check, emulated AWS endpoints)
       msctl status --output json
-      msctl status --rebuild-state      (the state file is corrupt or lost)
+      msctl status --rebuild-state     (the state file is corrupt or lost)
     """
     console = report.make_console()
-    lab = _lab(config_path, overrides, target, state_dir)
+    lab = _lab(overrides)
     rebuilt = None
     if rebuild_state:
         rebuilt = lab.rebuild_state()
@@ -294,7 +406,9 @@ def status(ctx, config_path, target, state_dir, overrides, output, rebuild_state
     if output == "json":
         report.print_json(console, doc)
     else:
-        report.print_status(console, doc)
+        report.print_status(console, doc, verbose=_globals().verbose)
+    if not doc["exists"]:
+        ctx.exit(EXIT_NOTHING)
     if not doc["ok"]:
         ctx.exit(EXIT_FAILED)
 
@@ -303,7 +417,8 @@ def status(ctx, config_path, target, state_dir, overrides, output, rebuild_state
 
 
 @main.command("test-api")
-@config_options
+@global_options
+@set_option
 @output_option
 @click.option("--url", help="Base URL to test (default: the lab's public URL on the target).")
 @click.option("--load", is_flag=True, help="Run a load test instead of the checks.")
@@ -331,19 +446,7 @@ def status(ctx, config_path, target, state_dir, overrides, output, rebuild_state
 )
 @click.pass_context
 @handle_errors
-def test_api(
-    ctx,
-    config_path,
-    target,
-    state_dir,
-    overrides,
-    output,
-    url,
-    load,
-    requests_,
-    concurrency,
-    load_path,
-):
+def test_api(ctx, overrides, output, url, load, requests_, concurrency, load_path):
     """Prove the lab works end to end through its public URL.
 
     Runs the seed's checks and more (site, register, login, sessions, users, products,
@@ -362,8 +465,7 @@ def test_api(
 
     if not load_path.startswith("/"):
         raise UserError(f"--path must start with '/', got {load_path!r}")
-    config = load_config(config_path, list(overrides))
-    base = (url or _public_url(config, target, state_dir)).rstrip("/")
+    base = (url or _lab(overrides).public_url()).rstrip("/")
     console = report.make_console()
     if load:
         with report.LoadProgress(console, requests_, enabled=output == "table") as progress:
@@ -392,50 +494,28 @@ def test_api(
         ctx.exit(EXIT_FAILED)
 
 
-def _public_url(config: LabConfig, target: str, state_dir: Path) -> str:
-    if target == "local":
-        from .local import dataplane
-
-        served = dataplane.status(state_dir)
-        if served is None:
-            raise RunFailed(
-                "the lab is not being served locally: run `msctl up` first (or pass --url)"
-            )
-        return served.url
-    from .state import StateStore
-
-    state = StateStore(state_dir, config.lab)
-    domain = state.outputs("cloudfront").get("domain_name")
-    if not domain:
-        raise RunFailed(
-            "no CloudFront distribution recorded for this lab: run "
-            "`msctl up --target aws` first (or pass --url)"
-        )
-    return f"https://{domain}"
-
-
 # ---------------------------------------------------------------- local emulator
 
 
 @main.group()
+@global_options
 def local():
     """Manage the local AWS emulator (moto, server mode, on 127.0.0.1)."""
 
 
-def _state_dir_option(fn):
-    return click.option(
-        "--state-dir",
-        type=click.Path(path_type=Path),
-        default=Path(".msctl"),
-        show_default=True,
-        help="Where the emulator's pid, port and log live.",
-    )(fn)
+def _local_state_dir() -> Path:
+    """The state dir of the lab the config names, else .msctl here (no config needed)."""
+    if _globals().state_dir is not None:
+        return _globals().state_dir
+    chosen = _globals().config or find_config(Path.cwd(), os.environ.get("MSCTL_CONFIG"))
+    return _state_dir(chosen)
 
 
 @local.command("start")
-@_state_dir_option
+@global_options
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: a free one).")
-def local_start(state_dir, port):
+@handle_errors
+def local_start(port):
     """Start the emulator in the background (it outlives this command).
 
     \b
@@ -445,7 +525,7 @@ def local_start(state_dir, port):
     from .local import emulator
 
     try:
-        info, started = emulator.start(state_dir, port=port)
+        info, started = emulator.start(_local_state_dir(), port=port)
     except emulator.EmulatorError as exc:
         raise RunFailed(str(exc)) from None
     verb = "started" if started else "already running"
@@ -453,8 +533,9 @@ def local_start(state_dir, port):
 
 
 @local.command("stop")
-@_state_dir_option
-def local_stop(state_dir):
+@global_options
+@handle_errors
+def local_stop():
     """Stop the emulator (everything in it is lost) and the local data plane.
 
     \b
@@ -463,6 +544,7 @@ def local_stop(state_dir):
     """
     from .local import dataplane, emulator
 
+    state_dir = _local_state_dir()
     if dataplane.stop(state_dir):
         click.echo("local data plane stopped")
     stopped = emulator.stop(state_dir)
@@ -470,9 +552,10 @@ def local_stop(state_dir):
 
 
 @local.command("status")
-@_state_dir_option
+@global_options
 @output_option
-def local_status(state_dir, output):
+@handle_errors
+def local_status(output):
     """Say whether the emulator runs, and where. Exits 1 when it doesn't.
 
     \b
@@ -483,7 +566,7 @@ def local_status(state_dir, output):
 
     from .local import emulator
 
-    info = emulator.status(state_dir)
+    info = emulator.status(_local_state_dir())
     if output == "json":
         report.print_json(
             report.make_console(), {"running": info is not None, **(asdict(info) if info else {})}
@@ -499,23 +582,11 @@ def local_status(state_dir, output):
 # ---------------------------------------------------------------- helpers
 
 
-def _finish(console, result, output: str, verbose: bool, next_step: str = "") -> None:
+def _finish(console, result, output: str, next_step: str = "") -> None:
     if output == "json":
         report.print_json(console, report.result_to_json(result))
     else:
-        report.print_summary(console, result, verbose=verbose, next_step=next_step)
-
-
-def _lab(config_path: Path, overrides, target: str, state_dir: Path) -> Lab:
-    notices = report.make_console(stderr=True)
-    return Lab(
-        load_config(config_path, list(overrides)),
-        target,
-        state_dir,
-        on_notice=lambda message: report.notice(notices, message),
-        config_path=config_path,
-        overrides=overrides,
-    )
+        report.print_summary(console, result, verbose=_globals().verbose, next_step=next_step)
 
 
 def _shown(only: list[str] | None, action: str) -> list[str]:

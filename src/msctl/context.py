@@ -51,6 +51,8 @@ class Context:
         self.poll_interval = poll_interval
         self._outputs: dict[str, dict] = {}
         self._lock = threading.Lock()
+        # Set on Ctrl-C: waits and retries stop at their next poll (engine/runner.py).
+        self.cancelled = threading.Event()
 
     @staticmethod
     def describe_error(exc: BaseException) -> tuple[str, str]:

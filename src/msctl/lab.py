@@ -79,9 +79,11 @@ class Lab:
         only: list[str] | None = None,
         parallel: int = 8,
         confirm: Callable[[LabConfig], None] = lambda _c: None,
+        port: int | None = None,
     ) -> tuple[RunResult, str | None]:
-        """Build (or finish) the lab; on the local target a full `up` also serves it. Returns
-        the run and the local URL (None when not served)."""
+        """Build (or finish) the lab; on the local target a full `up` also serves it, on the
+        same URL as before (restarted only when what it serves changed). Returns the run and
+        the local URL (None when not served)."""
         with self.session("up") as ctx:
             if not self.local:
                 confirm(self.config)
@@ -90,9 +92,42 @@ class Lab:
         if result.ok and self.local and only is None:
             from .local import dataplane
 
-            self.on_notice("starting local services...")
-            url = dataplane.start(self.state_dir, self.config_path, self.overrides).url
+            changed = any(r.changes for r in result.results.values())
+            if changed or dataplane.status(self.state_dir) is None or port is not None:
+                self.on_notice("starting local services...")
+            served, _started = dataplane.ensure(
+                self.state_dir, self.config_path, self.overrides, changed=changed, port=port
+            )
+            url = served.url
         return result, url
+
+    def public_url(self) -> str:
+        """Where the lab answers: the local data plane's URL, or the distribution's."""
+        if self.local:
+            from .local import dataplane
+
+            served = dataplane.status(self.state_dir)
+            if served is None:
+                raise SessionError(
+                    "the lab is not being served locally: run `msctl up` first (or pass --url)"
+                )
+            return served.url
+        domain = StateStore(self.state_dir, self.config.lab).outputs("cloudfront").get("domain_name")
+        if not domain:
+            raise SessionError(
+                "no CloudFront distribution recorded for this lab: run "
+                "`msctl up --target aws` first (or pass --url)"
+            )
+        return f"https://{domain}"
+
+    def data_at_risk(self, only: list[str] | None = None) -> list[str]:
+        """What `down` would delete that holds data: the tables with their item counts, the
+        database, the bucket's user objects (empty when nothing of it exists)."""
+        if self.local and emulator.status(self.state_dir) is None:
+            return []
+        chosen = set(runner.select(self.steps, only, "destroy"))
+        with self.session("down", lock=False, record=False) as ctx:
+            return leftovers.at_risk(ctx, chosen)
 
     def down(self, only: list[str] | None = None, parallel: int = 8) -> Down:
         """Walk the steps in reverse dependency order, each deleting what is tagged for the
@@ -132,10 +167,12 @@ class Lab:
             return done
 
     def status(self) -> dict:
-        """Every step verified against the target, with its recorded resources and outputs."""
+        """Every step verified against the target, with its recorded resources and outputs,
+        where the lab answers, and one summary line. `exists`: anything of the lab exists;
+        `ok`: every enabled step is built and as configured."""
         state = StateStore(self.state_dir, self.config.lab)
         state.load()
-        doc: dict = {"lab": self.config.lab, "warnings": [], "steps": {}, "endpoints": {}}
+        doc: dict = {"lab": self.config.lab, "warnings": [], "steps": {}}
         info = None
         if self.local:
             info = emulator.status(self.state_dir)
@@ -155,23 +192,17 @@ class Lab:
         doc["target"] = {"name": target.name, "region": target.region, "endpoint": target.endpoint}
         doc["warnings"] = check_state_target(state, target)
         result = None
-        if self.local and info is None:
-            doc["warnings"].append(
-                "the local emulator is not running, so nothing of the lab "
-                "exists; `msctl up` starts it and builds the lab"
-            )
-        else:
-            ctx = self._context(target, state)
-            result = runner.run(ctx, self.steps, "verify", parallel=8)
+        if not (self.local and info is None):
+            result = runner.run(self._context(target, state), self.steps, "verify", parallel=8)
         for name in self.steps:
             res = result.results[name] if result else None
             recorded, _reason = state.status(name)
-            shown = res.status if res else Status.SKIPPED
+            shown = res.status if res else Status.ABSENT
             if res and recorded is None and _absent(res.checks):
                 shown = Status.ABSENT
             doc["steps"][name] = {
                 "status": str(shown),
-                "reason": (res.reason if res else "emulator not running"),
+                "reason": res.reason if res else "the local emulator is not running",
                 "recorded_status": recorded,
                 "checks": [
                     {"name": c.name, "ok": c.ok, "detail": c.detail}
@@ -181,24 +212,58 @@ class Lab:
                 "resources": state.resources(name),
                 "outputs": state.outputs(name),
             }
-        doc["endpoints"] = endpoints(state)
-        if self.local and info is not None:
+        steps = doc["steps"].values()
+        doc["exists"] = any(
+            not c["detail"].startswith("missing") for s in steps for c in s["checks"]
+        )
+        enabled = [s for s in steps if s["reason"] != "disabled by config"]
+        fine = (Status.NOCHANGE, Status.UNSUPPORTED)
+        bad = [n for n, s in doc["steps"].items() if s in enabled and Status(s["status"]) not in fine]
+        doc["ok"] = doc["exists"] and not bad and not doc["warnings"]
+        doc["built"] = doc["ok"]
+        doc["endpoints"], doc["emulated_endpoints"] = self._endpoints(state, info)
+        doc["summary"] = self._summary(doc, bad, len(enabled), info)
+        return doc
+
+    def _endpoints(self, state: StateStore, info) -> tuple[dict[str, str], dict[str, str]]:
+        """Where the lab answers (on the local target: only what opens from here), and the
+        AWS names the local emulator made up (they open nowhere)."""
+        found = endpoints(state)
+        if not self.local:
+            return found, {}
+        opens: dict[str, str] = {}
+        if info is not None:
             from .local import dataplane
 
             served = dataplane.status(self.state_dir)
             if served is not None and served.emulator_id == info.instance_id:
-                doc["endpoints"] = {"site (local)": served.url + "/", **doc["endpoints"]}
-        shown = [Status(step["status"]) for step in doc["steps"].values()]
-        doc["built"] = state.exists() and Status.ABSENT not in shown
-        doc["ok"] = (
-            result is not None
-            and not doc["warnings"]
-            and all(
-                s in (Status.COMPLETE, Status.NOCHANGE, Status.UNSUPPORTED, Status.ABSENT)
-                for s in shown
+                opens = {"site": served.url + "/", "api": served.url + "/api/"}
+        return opens, found if info is not None else {}
+
+    def _summary(self, doc: dict, bad: list[str], enabled: int, info) -> str:
+        lab = self.config.lab
+        if not doc["exists"]:
+            if self.local and info is None:
+                return (
+                    f"nothing of lab {lab} exists: the local emulator is not running "
+                    "(`msctl up` starts it and builds the lab)"
+                )
+            if self.local:
+                return (
+                    f"nothing of lab {lab} exists; the emulator is still running "
+                    "(`msctl local stop` ends it)"
+                )
+            return f"nothing of lab {lab} exists in {doc['target']['region']}"
+        if doc["ok"]:
+            where = doc["endpoints"].get("site")
+            answers = f"; it answers at {where}" if where else ""
+            return f"lab {lab}: all {enabled} steps built and as configured{answers}"
+        if bad:
+            return (
+                f"lab {lab}: {len(bad)} of {enabled} steps missing or not as configured "
+                f"({', '.join(bad)}); `msctl up` builds what is missing"
             )
-        )
-        return doc
+        return f"lab {lab}: {doc['warnings'][0]}"
 
     def rebuild_state(self) -> dict:
         """Move the state file aside (never deleted) and rebuild it from the lab's tags: each
@@ -339,9 +404,9 @@ def _move_aside(path: Path) -> str | None:
 
 ENDPOINTS = (
     ("site", "cloudfront", "domain_name", "https://{}/"),
-    ("custom domain", "route53", "fqdn", "https://{}/"),
+    ("custom_domain", "route53", "fqdn", "https://{}/"),
     ("api", "apigw", "invoke_url", "{}"),
-    ("load balancer", "alb", "dns_name", "http://{}/"),
+    ("load_balancer", "alb", "dns_name", "http://{}/"),
     ("database", "rds", "endpoint_address", "{}"),
 )
 

@@ -64,3 +64,44 @@ def check(ctx: Context, steps: list[str] | None = None) -> Leftovers:
     order = {name: i for i, name in enumerate(KINDS)}
     report.remaining.sort(key=lambda r: (order.get(r.kind, len(order)), r.id))
     return report
+
+
+def at_risk(ctx: Context, steps: set[str]) -> list[str]:
+    """What of the lab holds data that `down` would delete (for these steps): each table with
+    its items, the database, the objects users put in the bucket."""
+    from .resources.data import BUCKET, DB_INSTANCE, TABLE
+    from .steps.s3 import SITE_PREFIX
+
+    found = owned(ctx, ctx.lab, kinds=[TABLE, DB_INSTANCE, BUCKET])
+    lost = []
+    for item in sorted(found.items, key=lambda i: (i.kind, i.id)):
+        if item.live is None or item.tags.get(STEP) not in steps:
+            continue
+        if item.kind == TABLE.name:
+            lost.append(f"table {item.id}: {_count_items(ctx, item.id)}")
+        elif item.kind == DB_INSTANCE.name:
+            lost.append(f"database {item.id}: every product and order in it")
+        elif item.kind == BUCKET.name:
+            objects = _user_objects(ctx, item.id, SITE_PREFIX)
+            if objects:
+                lost.append(f"bucket {item.id}: {objects} object(s) besides the site")
+    return lost
+
+
+def _count_items(ctx: Context, table: str, cap: int = 100_000) -> str:
+    ddb = ctx.clients.dynamodb
+    count, kwargs = 0, {"TableName": table, "Select": "COUNT"}
+    while count < cap:
+        page = ddb.scan(**kwargs)
+        count += page.get("Count", 0)
+        if "LastEvaluatedKey" not in page:
+            return f"{count} item(s)"
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return f"more than {cap} items"
+
+
+def _user_objects(ctx: Context, bucket: str, site_prefix: str) -> int:
+    pages = ctx.clients.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sum(
+        1 for page in pages for o in page.get("Contents", []) if not o["Key"].startswith(site_prefix)
+    )

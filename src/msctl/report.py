@@ -154,11 +154,6 @@ def print_summary(
     for res in result.results.values():
         counts[str(res.status)] = counts.get(str(res.status), 0) + 1
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    for res in result.results.values():
-        if res.status is Status.UNSUPPORTED:
-            console.print(
-                f"[yellow]! {res.step}: not supported on this target: {_escape(res.reason)}[/]"
-            )
     failed = result.failed
     for res in failed:
         console.print(
@@ -177,7 +172,7 @@ def print_summary(
         console.print(f"[green]{result.action} done[/] ({line}). {next_step}".rstrip())
 
 
-def print_plan(console: Console, result: RunResult) -> None:
+def print_plan(console: Console, result: RunResult, notes: Iterable[str] = ()) -> None:
     table = Table(title="plan", show_lines=False)
     for col in ("step", "action", "resource", "name", "detail"):
         table.add_column(col)
@@ -200,34 +195,49 @@ def print_plan(console: Console, result: RunResult) -> None:
         for change in res.changes:
             by_action[change.action] = by_action.get(change.action, 0) + 1
     summary = ", ".join(f"{count} to {action}" for action, count in sorted(by_action.items()))
+    for note in dict.fromkeys(notes):
+        console.print(f"note: {_escape(note)}", highlight=False)
     console.print(f"plan: {summary or 'no changes; the lab matches the config'}")
 
 
-def print_status(console: Console, doc: dict) -> None:
+def print_status(console: Console, doc: dict, *, verbose: bool = False) -> None:
+    """A line per step (every failing check with -v), where the lab answers, a summary."""
     target = doc["target"]
-    console.print(
-        f"lab [bold]{doc['lab']}[/] on target [bold]{target['name']}[/] "
-        f"({target.get('endpoint') or 'AWS'}, {target['region']})"
-    )
+    if target["name"] == "local":
+        emulator = doc.get("emulator") or {}
+        where = emulator.get("endpoint") or "not running"
+        console.print(f"lab [bold]{doc['lab']}[/] on the local emulator ({_escape(where)})")
+    else:
+        where = target.get("endpoint") or "AWS"
+        console.print(f"lab [bold]{doc['lab']}[/] on {_escape(where)} ({target['region']})")
     for warning in doc.get("warnings", []):
         console.print(f"[yellow]! {_escape(warning)}[/]")
-    table = Table()
-    for col in ("step", "status", "resources", "detail"):
-        table.add_column(col)
-    for name, step in doc["steps"].items():
-        status = Status(step["status"])
-        mark, style = STYLE[status]
-        bad = [c for c in step.get("checks", []) if not c["ok"]]
-        detail = "; ".join(f"{c['name']}: {c['detail']}" for c in bad[:3]) or step.get("reason", "")
-        table.add_row(
-            name,
-            Text(f"{mark} {status}", style=style),
-            str(len(step.get("resources", {}))),
-            _escape(detail),
-        )
-    console.print(table)
+    if doc["exists"] or verbose:
+        table = Table()
+        for col in ("step", "status", "resources", "detail"):
+            table.add_column(col)
+        for name, step in doc["steps"].items():
+            status = Status(step["status"])
+            mark, style = STYLE[status]
+            bad = [f"{c['name']}: {c['detail']}" for c in step.get("checks", []) if not c["ok"]]
+            shown = bad if verbose else bad[:1]
+            if len(bad) > len(shown):
+                shown.append(f"...and {len(bad) - len(shown)} more (-v shows them)")
+            table.add_row(
+                name,
+                Text(f"{mark} {status}", style=style),
+                str(len(step.get("resources", {}))),
+                _escape("\n".join(shown) or step.get("reason", "")),
+            )
+        console.print(table)
     for key, value in doc.get("endpoints", {}).items():
-        console.print(f"{key}: {value}")
+        console.print(f"{key.replace('_', ' ')}: {value}")
+    if verbose:
+        for key, value in doc.get("emulated_endpoints", {}).items():
+            console.print(
+                f"[dim]{key.replace('_', ' ')}: {_escape(value)} (emulated: opens nowhere)[/]"
+            )
+    console.print(doc["summary"], highlight=False)
 
 
 def print_rebuilt(console: Console, rebuilt: dict) -> None:
@@ -306,6 +316,16 @@ def print_leftovers(console: Console, found) -> None:
         console.print("  next: fix what is named above and run `msctl down` again")
     elif not found.problems:
         console.print(f"nothing tagged for lab {found.lab} remains")
+
+
+def print_at_risk(console: Console, lab: str, lost: list[str]) -> None:
+    """What `down` would delete that holds data, before it asks."""
+    if not lost:
+        console.print(f"`msctl down` removes every resource of lab {lab}.")
+        return
+    console.print(f"`msctl down` removes every resource of lab {lab}, and with them:")
+    for line in lost:
+        console.print(f"  - {_escape(line)}", highlight=False)
 
 
 def notice(console: Console, message: str) -> None:

@@ -222,12 +222,16 @@ def test_status_notices_a_restarted_emulator_and_up_rebuilds(runner, local_lab):
     runner.invoke(main, ["local", "stop", "--state-dir", str(state_dir)])
 
     gone = runner.invoke(main, ["status", *args])
-    assert gone.exit_code == 1
-    assert "emulator is not running" in gone.output
+    assert gone.exit_code == 3  # nothing of the lab exists
+    assert gone.output.splitlines()[0].startswith("lab microservices on the local emulator (not running)")
+    assert gone.output.splitlines()[-1] == (
+        "nothing of lab microservices exists: the local emulator is not running "
+        "(`msctl up` starts it and builds the lab)"
+    )
 
     assert runner.invoke(main, ["local", "start", "--state-dir", str(state_dir)]).exit_code == 0
     restarted = runner.invoke(main, ["status", *args, "--output", "json"])
-    assert restarted.exit_code == 1
+    assert restarted.exit_code == 3
     doc = json.loads(restarted.output)
     assert any("emulator this lab was built on is gone" in w for w in doc["warnings"])
 

@@ -186,6 +186,12 @@ def test_normalize_ignores_what_aws_adds():
     assert task_definition_diff(described, _spec(db_host="other.host")) == [
         "container products environment"
     ]
+    # a revision from before the app read the secret itself (ECS injected it) is replaced
+    injected = _as_described(spec)
+    app = next(c for c in injected["containerDefinitions"] if c["name"] == "products")
+    app["environment"] = [e for e in app["environment"] if e["name"] != "DB_SECRET_ARN"]
+    app["secrets"] = [{"name": "DB_PASSWORD", "valueFrom": f"{SECRET_ARN}:password::"}]
+    assert task_definition_diff(injected, spec) == ["container products environment, secrets"]
     sidecar_essential = _as_described(spec)
     sidecar = next(
         c for c in sidecar_essential["containerDefinitions"] if c["name"] == XRAY_CONTAINER
@@ -331,12 +337,12 @@ def test_ecs_is_as_configured_and_holds_no_password(ecs_lab, tmp_path):
             "DB_HOST": address,
             "DB_PORT": "5432",
             "DB_NAME": "postgres",
+            "DB_SECRET_ARN": db["secret_arn"],
+            "AWS_REGION": REGION,
             "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
         }
-        assert {s["name"]: s["valueFrom"] for s in app["secrets"]} == {
-            "DB_USER": f"{db['secret_arn']}:username::",
-            "DB_PASSWORD": f"{db['secret_arn']}:password::",
-        }
+        # The app reads the rotating secret itself: nothing for ECS to inject at start.
+        assert not app.get("secrets")
         assert app["logConfiguration"] == {
             "logDriver": "awslogs",
             "options": {

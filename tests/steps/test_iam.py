@@ -162,8 +162,8 @@ def test_iam_policies_grant_only_the_labs_resources(iam_lab):
     }
     allowed = {
         cfg.iam.lambda_role: tables | {bucket_arn, f"{bucket_arn}/notifications/*"} | lambda_logs,
-        cfg.iam.task_execution_role: repos | ecs_logs | {secret_arn},
-        cfg.iam.task_role: set(),
+        cfg.iam.task_execution_role: repos | ecs_logs,
+        cfg.iam.task_role: {secret_arn},
     }
     trusted = {
         cfg.iam.lambda_role: "lambda.amazonaws.com",
@@ -199,8 +199,8 @@ def test_iam_policies_grant_only_the_labs_resources(iam_lab):
     lam = granted[cfg.iam.lambda_role]
     assert "logs:CreateLogGroup" not in lam
     assert not any(
-        a.startswith("iam:") or a.startswith("sts:") for r in granted for a in granted[r]
-    )
+        a.startswith(("iam:", "sts:", "kms:")) for r in granted for a in granted[r]
+    )  # the RDS secret uses the AWS managed key: no kms:Decrypt
     for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"):
         assert lam[action] == tables
     assert lam["dynamodb:DeleteItem"] == tables and lam["dynamodb:Scan"] == tables
@@ -218,15 +218,17 @@ def test_iam_policies_grant_only_the_labs_resources(iam_lab):
     execution = granted[cfg.iam.task_execution_role]
     assert execution["ecr:GetAuthorizationToken"] == {"*"}
     assert execution["ecr:BatchGetImage"] == repos
-    assert execution["secretsmanager:GetSecretValue"] == {secret_arn}
     assert execution["logs:PutLogEvents"] == ecs_logs
-    assert not any(a.startswith("kms:") for a in execution)
+    # ECS injects no secret: the services read the rotating one with the task role
+    assert not any(a.startswith("secretsmanager:") for a in execution)
 
-    assert set(granted[cfg.iam.task_role]) == {
-        "xray:PutTraceSegments",
-        "xray:PutTelemetryRecords",
-        "xray:GetSamplingRules",
-        "xray:GetSamplingTargets",
+    task = granted[cfg.iam.task_role]
+    assert task == {
+        "xray:PutTraceSegments": {"*"},
+        "xray:PutTelemetryRecords": {"*"},
+        "xray:GetSamplingRules": {"*"},
+        "xray:GetSamplingTargets": {"*"},
+        "secretsmanager:GetSecretValue": {secret_arn},
     }
 
 
@@ -311,10 +313,13 @@ def test_policy_builders_and_normalize():
         account=ACCOUNT,
         repositories=["microservices/products"],
         log_groups=["/ecs/x"],
-        secret_arn="arn:aws-cn:secretsmanager:cn-north-1:1:secret:s",
     )
     resources = {r for s in execution["Statement"] for r in s["Resource"]}
     assert f"arn:aws-cn:ecr:cn-north-1:{ACCOUNT}:repository/microservices/products" in resources
     assert f"arn:aws-cn:logs:cn-north-1:{ACCOUNT}:log-group:/ecs/x:*" in resources
-    wildcard = {a for s in task_policy()["Statement"] for a in s["Action"]}
-    assert wildcard <= WILDCARD_ACTIONS
+    secret = "arn:aws-cn:secretsmanager:cn-north-1:1:secret:s"
+    task = task_policy(secret)["Statement"]
+    assert {a for s in task if s["Resource"] == ["*"] for a in s["Action"]} <= WILDCARD_ACTIONS
+    assert [(s["Action"], s["Resource"]) for s in task if s["Resource"] != ["*"]] == [
+        (["secretsmanager:GetSecretValue"], [secret])
+    ]

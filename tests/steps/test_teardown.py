@@ -284,19 +284,19 @@ def test_down_exits_1_while_anything_of_the_lab_remains(emulator_lab, monkeypatc
 
     with monkeypatch.context() as m:
         m.setattr(TABLE, "delete", refuse)
-        stuck = runner.invoke(main, ["down", *args])
+        stuck = runner.invoke(main, ["down", *args, "--yes"])
     assert stuck.exit_code == 1, stuck.output
     assert "Traceback" not in stuck.output
     assert "Error: step dynamodb failed: simulated refusal" in stuck.output
     assert "Error: 1 resource(s) of lab microservices remain, about $0.0000/hour" in stuck.output
     assert "  table microservices-old in us-east-1: $0.0000/hour" in stuck.output
 
-    down = runner.invoke(main, ["down", *args])
+    down = runner.invoke(main, ["down", *args, "--yes"])
     assert down.exit_code == 0, down.output
     assert "delete table microservices-old" in down.output
     assert "nothing tagged for lab microservices remains" in down.output
 
-    again = runner.invoke(main, ["down", *args, "--output", "json"])
+    again = runner.invoke(main, ["down", *args, "--yes", "--output", "json"])
     assert again.exit_code == 0, again.output
     doc = json.loads(again.output)
     assert doc["ok"] is True and doc["leftovers"]["remaining"] == []

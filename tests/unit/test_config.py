@@ -66,7 +66,12 @@ def test_unknown_key_with_line(tmp_path):
         "  instance_class: db.t3.micro", "  instance_class: db.t3.micro\n  instanse_size: 3"
     )
     assert problems(tmp_path, text) == [
-        f"{tmp_path / 'lab.yaml'}:{line_of(text, 'instanse_size')}: rds.instanse_size: unknown key "
+        f"{tmp_path / 'lab.yaml'}:{line_of(text, 'instanse_size')}: rds.instanse_size: unknown key; "
+        "did you mean 'instance_class'?"
+    ]
+    far = LAB.replace("  instance_class: db.t3.micro", "  instance_class: db.t3.micro\n  zzz: 3")
+    assert problems(tmp_path, far) == [
+        f"{tmp_path / 'lab.yaml'}:{line_of(far, 'zzz')}: rds.zzz: unknown key "
         "(check the spelling; see config/lab.yaml for every key)"
     ]
 

@@ -5,7 +5,8 @@ backed by the lab's RDS PostgreSQL. Run it with::
 
     gunicorn app:app            # gunicorn.conf.py binds 0.0.0.0:8080
 
-Environment: DB_HOST, DB_PORT (5432), DB_NAME (postgres), DB_USER, DB_PASSWORD,
+Environment: DB_HOST, DB_PORT (5432), DB_NAME (postgres), and DB_SECRET_ARN (the
+RDS-managed secret holding the user and password; AWS_REGION) or DB_USER and DB_PASSWORD;
 optional DB_SSLMODE, DB_CONNECT_TIMEOUT (3), DB_POOL_MIN (1), DB_POOL_MAX (10),
 DB_POOL_TIMEOUT (3), MAX_BODY_BYTES (65536), LOG_LEVEL (INFO).
 
@@ -29,7 +30,10 @@ from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import boto3
 import psycopg
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from flask import Flask, Response, g, has_request_context, jsonify, request
 from psycopg import errors as pg_errors
 from psycopg import sql
@@ -42,6 +46,7 @@ USER_HEADER = "X-Authorized-User-Id"
 #: pg_advisory_xact_lock key shared by the products and orders services, so
 #: their migrations never run at the same time (ascii "msct").
 MIGRATION_LOCK_KEY = 0x6D736374
+SECRETS_CLIENT = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2})
 INT32_MAX = 2**31 - 1
 MAX_PRICE = Decimal("99999999.99")  # NUMERIC(10,2)
 CENTS = Decimal("0.01")
@@ -133,7 +138,7 @@ def _env_number(name: str, default: float) -> float:
 
 
 def conninfo_from_env() -> str:
-    """libpq connection string built from DB_* variables (ECS injects the secret ones)."""
+    """libpq connection string built from DB_* variables (see Login for DB_SECRET_ARN)."""
     params = {
         "host": os.environ.get("DB_HOST") or None,
         "port": os.environ.get("DB_PORT") or "5432",
@@ -147,6 +152,54 @@ def conninfo_from_env() -> str:
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
+class Login:
+    """User and password of new connections: the conninfo's, or the JSON username/password
+    of the Secrets Manager secret ``secret_arn``. RDS rotates that secret, so it is cached
+    and read again (once per connection) when PostgreSQL refuses the password."""
+
+    def __init__(self, secret_arn: str | None) -> None:
+        self.secret_arn = secret_arn
+        self._cached: dict[str, str] | None = None
+        self._lock = threading.Lock()
+
+    def params(self, stale: dict[str, str] | None = None) -> dict[str, str]:
+        """connect() keywords; the secret is read again if the cached value is ``stale``."""
+        if not self.secret_arn:
+            return {}
+        with self._lock:
+            if self._cached is None or self._cached is stale:
+                self._cached = self._read(self.secret_arn)
+            return self._cached
+
+    @staticmethod
+    def _read(arn: str) -> dict[str, str]:
+        try:  # a client per read: reads are rare, and no client crosses a worker fork
+            client = boto3.session.Session().client(
+                "secretsmanager", region_name=os.environ.get("AWS_REGION"), config=SECRETS_CLIENT
+            )
+            secret = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+            return {"user": secret["username"], "password": secret["password"]}
+        except Exception as exc:  # a parse error's text may quote the value: give its type
+            why = str(exc) if isinstance(exc, BotoCoreError | ClientError) else type(exc).__name__
+            raise psycopg.OperationalError(f"cannot read database secret {arn}: {why}") from None
+
+
+class LoginConnection(psycopg.Connection[Any]):
+    """A connection made with a Login's user and password (the pool's and the migration's)."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", *, login: Login, **kwargs: Any) -> LoginConnection:
+        used = login.params()
+        try:
+            return super().connect(conninfo, **kwargs, **used)
+        except psycopg.OperationalError as exc:
+            refused = exc.sqlstate == "28P01" or "password authentication failed" in str(exc)
+            if not (refused and login.secret_arn):
+                raise
+        log.warning("database refused the password: reading secret %s again", login.secret_arn)
+        return super().connect(conninfo, **kwargs, **login.params(stale=used))
+
+
 class Database:
     """Connection pool plus an idempotent migration that is retried until it succeeds."""
 
@@ -158,7 +211,9 @@ class Database:
         pool_min: int,
         pool_max: int,
         pool_timeout: float,
+        secret_arn: str | None = None,
     ) -> None:
+        self.login = Login(secret_arn)
         self.conninfo = make_conninfo(
             conninfo,
             connect_timeout=max(1, round(connect_timeout)),
@@ -174,7 +229,7 @@ class Database:
 
     def migrate(self) -> None:
         """Create the schema; safe to run from many processes at once."""
-        with psycopg.connect(self.conninfo) as conn, conn.transaction():
+        with LoginConnection.connect(self.conninfo, login=self.login) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             conn.execute(MIGRATION)
             conn.execute(SEED, (*SAMPLE_PRODUCT, SAMPLE_PRODUCT[0]))
@@ -208,6 +263,8 @@ class Database:
                 # (gunicorn --preload) never shares pool threads across processes.
                 pool = ConnectionPool(
                     self.conninfo,
+                    connection_class=LoginConnection,
+                    kwargs={"login": self.login},
                     min_size=self.pool_min,
                     max_size=self.pool_max,
                     timeout=self.pool_timeout,
@@ -407,6 +464,7 @@ def create_app(
         pool_min=pool_min if pool_min is not None else int(_env_number("DB_POOL_MIN", 1)),
         pool_max=pool_max if pool_max is not None else int(_env_number("DB_POOL_MAX", 10)),
         pool_timeout=pool_timeout or _env_number("DB_POOL_TIMEOUT", 3),
+        secret_arn=os.environ.get("DB_SECRET_ARN") or None,
     )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(_env_number("MAX_BODY_BYTES", 64 * 1024))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -9,6 +10,7 @@ from typing import TypeVar
 from botocore.exceptions import ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
+from ..engine.step import Interrupted
 from .errors import error_code
 
 T = TypeVar("T")
@@ -30,6 +32,7 @@ def retry_eventual(
     on_wait: Callable[[str], None] = lambda _msg: None,
     max_wait: float = 5.0,
     match: Callable[[ClientError], bool] = lambda _exc: True,
+    cancelled: threading.Event | None = None,
 ) -> T:
     """Call fn, retrying only the named error codes for up to `timeout` seconds.
 
@@ -40,6 +43,11 @@ def retry_eventual(
     def expected(exc: BaseException) -> bool:
         return isinstance(exc, ClientError) and error_code(exc) in codes and match(exc)
 
+    def pause(seconds: float) -> None:
+        if cancelled is not None and cancelled.is_set():
+            raise Interrupted()
+        sleep(seconds)
+
     def before_sleep(state) -> None:
         code = error_code(state.outcome.exception())
         on_wait(f"{reason} (retrying {code}, attempt {state.attempt_number})")
@@ -49,7 +57,7 @@ def retry_eventual(
         stop=stop_after_delay(timeout),
         wait=wait_random_exponential(multiplier=0.5, max=max_wait),
         before_sleep=before_sleep,
-        sleep=lambda seconds: sleep(seconds),
+        sleep=pause,
         reraise=True,
     )
     return retrying(fn)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from ..engine.step import StepError
+from ..engine.step import Interrupted, StepError
 from .errors import ErrorKind, classify
 
 
@@ -27,6 +28,7 @@ def wait_for(
     on_wait: Callable[[str], None] = lambda _msg: None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    cancelled: threading.Event | None = None,
 ) -> str:
     """Poll `check` until it returns (True, detail); return the final detail.
 
@@ -49,4 +51,8 @@ def wait_for(
                 f"timed out after {timeout:.0f}s waiting for {what} (last seen: {seen})"
             )
         on_wait(f"waiting for {what}: {seen}")
-        sleep(interval)
+        if cancelled is not None:
+            if cancelled.wait(interval):
+                raise Interrupted()
+        else:
+            sleep(interval)

@@ -3,7 +3,15 @@
 Every problem is reported as `<file>:<line>: <dotted.path>: <what was expected>`.
 """
 
-from .loading import MAX_CONFIG_CHARS, MAX_YAML_DEPTH, MAX_YAML_VALUES, ConfigError, load_config
+from .loading import (
+    MAX_CONFIG_CHARS,
+    MAX_YAML_DEPTH,
+    MAX_YAML_VALUES,
+    ConfigError,
+    find_config,
+    load_config,
+    project_root,
+)
 from .models import LabConfig
 
 __all__ = [
@@ -12,5 +20,7 @@ __all__ = [
     "MAX_YAML_VALUES",
     "ConfigError",
     "LabConfig",
+    "find_config",
     "load_config",
+    "project_root",
 ]

@@ -3,14 +3,38 @@ every problem as `<file>:<line>: <dotted.path>: <what was expected>`."""
 
 from __future__ import annotations
 
+import difflib
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .models import LabConfig, cross_checks
+
+# Where a lab's config is looked for, in the current directory and each parent.
+CONFIG_NAMES = ("config/lab.yaml", "msctl.yaml")
+
+
+def find_config(start: Path, env: str | None = None) -> Path | None:
+    """$MSCTL_CONFIG, else the nearest config/lab.yaml or msctl.yaml at or above `start`."""
+    if env:
+        return Path(env)
+    for directory in [start, *start.parents]:
+        for name in CONFIG_NAMES:
+            if (directory / name).is_file():
+                return directory / name
+    return None
+
+
+def project_root(config_path: Path) -> Path:
+    """The directory the config's relative paths (and the state dir) start from: the parent
+    of a `config/` directory, else the config's own directory."""
+    base = Path(config_path).resolve().parent
+    return base.parent if base.name == "config" else base
 
 
 class ConfigError(Exception):
@@ -61,10 +85,8 @@ def load_config(path: Path, overrides: list[str] = ()) -> LabConfig:
     overridden: set[tuple] = set()
     for item in overrides:
         overridden.add(_apply_override(data, item))
-    base = path.resolve().parent
-    base_dir = base.parent if base.name == "config" else base
     try:
-        config = LabConfig.model_validate({**data, "base_dir": base_dir})
+        config = LabConfig.model_validate({**data, "base_dir": project_root(path)})
     except ValidationError as exc:
         problems = [
             _problem(path, lines, overridden, tuple(err["loc"]), _message(err))
@@ -261,6 +283,9 @@ def _problem(path: Path, lines: dict, overridden: set, loc: tuple, message: str)
     for n in range(len(loc), 0, -1):
         if loc[:n] in overridden:
             return f"--set {_dotted(loc[:n])}: {dotted}: {message}"
+    for item in overridden:  # a key the flag added, under the part at fault
+        if item[: len(loc)] == loc:
+            return f"--set {_dotted(item)}: {dotted}: {message}"
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return f"{path}:{lines[loc[:n]]}: {dotted}: {message}"
@@ -279,6 +304,9 @@ def _message(err: dict) -> str:
     if kind == "missing":
         return "required but missing"
     if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(err["loc"][-1]), _keys_at(err["loc"][:-1]), n=1)
+        if close:
+            return f"unknown key; did you mean {close[0]!r}?"
         return "unknown key (check the spelling; see config/lab.yaml for every key)"
     if kind == "string_pattern_mismatch":
         return f"{_shown(err['input'])} is not a valid name ({_pattern_hint(err)})"
@@ -286,6 +314,39 @@ def _message(err: dict) -> str:
     if "input" in err and kind not in {"model_type", "dict_type", "list_type"}:
         message += f" (got {_shown(err['input'])})"
     return message
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys the config allows at `loc` (a section, a map entry, a list item)."""
+    model: Any = LabConfig
+    for part in loc:
+        model = _model_in(model)
+        if model is None:
+            return []
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return []
+            model = field.annotation
+        else:
+            args = typing.get_args(model)
+            model = args[-1] if args else None
+    model = _model_in(model)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [f.alias or n for n, f in model.model_fields.items() if n != "base_dir"]
+
+
+def _model_in(annotation: Any) -> Any:
+    """The type under Annotated[...] and `X | None`."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        else:
+            return annotation
 
 
 def _shown(value: Any, limit: int = 200) -> str:

@@ -66,39 +66,58 @@ def run(
     pending = set(names)
     running: dict[Future, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="step") as pool:
-        while pending or running:
-            for name in [n for n in result.results if n in pending]:
-                deps = waits_for[name]
-                finished = [d for d in deps if d not in pending and d not in running.values()]
-                blocked = [
-                    d for d in finished if not result.results[d].ok and action not in READ_ONLY
-                ]
-                if blocked:
-                    pending.discard(name)
-                    _finish(
-                        ctx,
-                        result.results[name],
-                        Status.SKIPPED,
-                        f"dependency {blocked[0]} {result.results[blocked[0]].status}",
-                    )
-                    continue
-                if len(finished) == len(deps):
-                    pending.discard(name)
-                    result.results[name].status = Status.RUNNING
-                    ctx.emit(Event("start", name))
-                    running[pool.submit(_run_step, ctx, steps[name], action)] = name
-            if not running:
-                continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                name = running.pop(future)
-                status, reason, payload = future.result()
-                res = result.results[name]
-                res.elapsed = payload.pop("elapsed")
-                for key, value in payload.items():
-                    setattr(res, key, value)
-                _finish(ctx, res, status, reason)
+        try:
+            _walk(ctx, steps, action, waits_for, result, pending, running, pool)
+        except KeyboardInterrupt:
+            # No step starts any more; running ones stop at their next wait or retry.
+            ctx.cancelled.set()
+            for future in running:
+                future.cancel()
+            raise
     return result
+
+
+def _walk(
+    ctx: Context,
+    steps: Mapping[str, Step],
+    action: Action,
+    waits_for: dict[str, set[str]],
+    result: RunResult,
+    pending: set[str],
+    running: dict[Future, str],
+    pool: ThreadPoolExecutor,
+) -> None:
+    """Start every step whose dependencies are done; record each as it finishes."""
+    while pending or running:
+        for name in [n for n in result.results if n in pending]:
+            deps = waits_for[name]
+            finished = [d for d in deps if d not in pending and d not in running.values()]
+            blocked = [d for d in finished if not result.results[d].ok and action not in READ_ONLY]
+            if blocked:
+                pending.discard(name)
+                _finish(
+                    ctx,
+                    result.results[name],
+                    Status.SKIPPED,
+                    f"dependency {blocked[0]} {result.results[blocked[0]].status}",
+                )
+                continue
+            if len(finished) == len(deps):
+                pending.discard(name)
+                result.results[name].status = Status.RUNNING
+                ctx.emit(Event("start", name))
+                running[pool.submit(_run_step, ctx, steps[name], action)] = name
+        if not running:
+            continue
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            name = running.pop(future)
+            status, reason, payload = future.result()
+            res = result.results[name]
+            res.elapsed = payload.pop("elapsed")
+            for key, value in payload.items():
+                setattr(res, key, value)
+            _finish(ctx, res, status, reason)
 
 
 def _finish(ctx: Context, res: StepResult, status: Status, reason: str) -> None:
@@ -119,14 +138,14 @@ def _run_step(ctx: Context, step: Step, action: Action) -> tuple[Status, str, di
             if action == "apply":
                 ctx.state.set_outputs(step.name, outputs)
             payload.update(outputs=outputs, changes=changes)
-            verbs = ("to change", "up to date") if action == "plan" else ("changed", "no changes")
-            status, reason = _changed(changes, *verbs)
+            unchanged = "up to date" if action == "plan" else "no changes"
+            status, reason = _changed(changes, action == "plan", unchanged)
         elif action in ("destroy", "plan-destroy"):
             payload["changes"] = step.destroy(ctx, dry_run=action == "plan-destroy")
             if action == "destroy":
                 ctx.state.clear_step(step.name)
-            verb = "removed" if action == "destroy" else "to remove"
-            status, reason = _changed(payload["changes"], verb, "nothing to remove")
+            planned = action == "plan-destroy"
+            status, reason = _changed(payload["changes"], planned, "nothing to remove")
         else:  # verify, rebuild: read (and for rebuild, record) what exists
             outputs, checks = step.check(ctx) if action == "verify" else step.rebuild(ctx)
             ctx.set_outputs(step.name, outputs)
@@ -159,7 +178,15 @@ def _run_step(ctx: Context, step: Step, action: Action) -> tuple[Status, str, di
     return status, reason, payload
 
 
-def _changed(changes: list, changed: str, unchanged: str) -> tuple[Status, str]:
-    if changes:
-        return Status.COMPLETE, f"{len(changes)} {changed}"
-    return Status.NOCHANGE, unchanged
+PAST = {"create": "created", "update": "updated", "replace": "replaced", "delete": "removed"}
+
+
+def _changed(changes: list, planned: bool, unchanged: str) -> tuple[Status, str]:
+    """ "2 created, 1 updated" (or, planned, "2 to create, 1 to update")."""
+    if not changes:
+        return Status.NOCHANGE, unchanged
+    counts: dict[str, int] = {}
+    for change in changes:
+        counts[change.action] = counts.get(change.action, 0) + 1
+    words = [f"{n} to {a}" if planned else f"{n} {PAST.get(a, a)}" for a, n in counts.items()]
+    return Status.COMPLETE, ", ".join(words)

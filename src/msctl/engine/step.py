@@ -23,6 +23,13 @@ class StepError(Exception):
         self.hint = hint
 
 
+class Interrupted(StepError):
+    """The user stopped the command (Ctrl-C) while this step waited."""
+
+    def __init__(self):
+        super().__init__("interrupted", hint="run the same command again to finish")
+
+
 class NotSupported(Exception):
     """The target can't do this (reported as `unsupported`, never as success)."""
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from . import emulator
 
 RECORD = "dataplane.json"
+PORT = "dataplane.port"  # the port it last served on: the next start takes it again
 LOG = "dataplane.log"
 START_TIMEOUT = 180.0
 REQUIRED_STEPS = ("cloudfront", "apigw", "lambda", "alb", "ecs", "rds")
@@ -42,6 +43,7 @@ class DataPlaneInfo:
     url: str
     emulator_id: str
     started_at: str
+    serves: str  # what it was started for (config and overrides): `ensure` compares it
 
 
 # ---------------------------------------------------------------- control (the msctl side)
@@ -61,10 +63,53 @@ def status(state_dir: Path) -> DataPlaneInfo | None:
     return info
 
 
+def ensure(
+    state_dir: Path,
+    config_path: Path,
+    overrides: list[str],
+    *,
+    changed: bool,
+    port: int | None = None,
+) -> tuple[DataPlaneInfo, bool]:
+    """The data plane serving what is provisioned now: the one running when nothing it serves
+    changed (the same emulator, config and port, and `changed` false), else a new one on the
+    same port. Returns it and whether it was (re)started."""
+    info = status(state_dir)
+    running = emulator.status(state_dir)
+    if (
+        info is not None
+        and not changed
+        and running is not None
+        and info.emulator_id == running.instance_id
+        and info.serves == serves(config_path, overrides)
+        and port in (None, info.port)
+    ):
+        return info, False
+    return start(state_dir, config_path, overrides, port=port), True
+
+
+def serves(config_path: Path, overrides: list[str]) -> str:
+    return json.dumps([str(Path(config_path).resolve()), sorted(overrides)])
+
+
+def saved_port(state_dir: Path) -> int | None:
+    try:
+        return int((Path(state_dir) / PORT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def start(
-    state_dir: Path, config_path: Path, overrides: list[str], timeout: float = START_TIMEOUT
+    state_dir: Path,
+    config_path: Path,
+    overrides: list[str],
+    *,
+    port: int | None = None,
+    timeout: float = START_TIMEOUT,
 ) -> DataPlaneInfo:
-    """(Re)start the data plane so it serves what is provisioned now."""
+    """(Re)start the data plane so it serves what is provisioned now: on `port` (taken or
+    not, it is what the user asked for), else on the port it had (if it is free), else on a
+    free one."""
     state_dir = Path(state_dir)
     stop(state_dir)
     log_path = state_dir / LOG
@@ -80,6 +125,10 @@ def start(
     ]
     for item in overrides:
         command += ["--set", item]
+    if port is not None:
+        command += ["--port", str(port)]
+    elif saved_port(state_dir) is not None:
+        command += ["--port", str(saved_port(state_dir)), "--port-if-free"]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,
@@ -93,6 +142,7 @@ def start(
     while time.monotonic() < deadline:
         info = read_info(state_dir)
         if info is not None and info.pid == process.pid:
+            (state_dir / PORT).write_text(str(info.port))
             return info
         if process.poll() is not None:
             raise DataPlaneError(
@@ -163,7 +213,9 @@ def _reachable_by_postgres(path: Path) -> bool:
 # ---------------------------------------------------------------- the data plane process
 
 
-def serve(state_dir: Path, config_path: Path, overrides: list[str]) -> None:
+def serve(
+    state_dir: Path, config_path: Path, overrides: list[str], port: int | None, if_free: bool
+) -> None:
     import boto3
     from aiohttp import web
 
@@ -219,26 +271,38 @@ def serve(state_dir: Path, config_path: Path, overrides: list[str]) -> None:
         for task in services.start_all():
             if task.target_group_arn:
                 edge.register_target(outputs["alb"]["dns_name"], task.target_group_arn, task.url)
-        asyncio.run(_serve_edge(edge, Path(state_dir), info.instance_id, web))
+        record = (info.instance_id, serves(config_path, overrides))
+        asyncio.run(_serve_edge(edge, Path(state_dir), record, port, if_free, web))
     finally:
         services.stop_all()
         functions.close()
         pg.stop()
 
 
-async def _serve_edge(edge, state_dir: Path, emulator_id: str, web) -> None:
+async def _serve_edge(
+    edge, state_dir: Path, record: tuple[str, str], port: int | None, if_free: bool, web
+) -> None:
     from .services import free_port
 
     runner = web.AppRunner(edge.app(), access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port or free_port()).start()
+    except OSError as exc:
+        if not if_free:
+            raise DataPlaneError(f"cannot serve the lab on port {port}: {exc.strerror}") from None
+        logging.getLogger("msctl.dataplane").warning("port %s is taken: another one", port)
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = runner.addresses[0][1]
+    emulator_id, what = record
     record = DataPlaneInfo(
         os.getpid(),
         port,
         f"http://127.0.0.1:{port}",
         emulator_id,
         datetime.now(UTC).isoformat(timespec="seconds"),
+        what,
     )
     emulator.write_record(state_dir / RECORD, record)
     stopping = asyncio.Event()
@@ -255,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--port-if-free", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -262,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        serve(args.state_dir, args.config, args.overrides)
+        serve(args.state_dir, args.config, args.overrides, args.port, args.port_if_free)
     except Exception as exc:  # the parent quotes this line
         logging.getLogger("msctl.dataplane").exception("data plane failed")
         print(f"error: {exc}", flush=True)

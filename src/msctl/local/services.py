@@ -1,8 +1,9 @@
 """Service runner: the lab's ECS services as local processes, as their task definitions say.
 
-For each ECS service in the emulator: the task definition's environment, its secrets resolved
-from the emulator's Secrets Manager, the database host pointing at the local PostgreSQL, and
-the command of the service's image (its Dockerfile CMD), run from the service's source. The
+For each ECS service in the emulator: the task definition's environment, the database host
+pointing at the local PostgreSQL, AWS settings that reach the emulator (the service reads its
+DB login from the emulator's Secrets Manager, as the task role would from AWS), and the
+command of the service's image (its Dockerfile CMD), run from the service's source. The
 image the task definition pins must have been built from that source (its tag is the source
 hash), so what runs is what was provisioned.
 """
@@ -47,22 +48,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def resolve_secret(secretsmanager, value_from: str) -> str:
-    """ECS `valueFrom`: <secret arn>[:json-key[:version-stage[:version-id]]]."""
-    parts = value_from.split(":")
-    arn, extra = ":".join(parts[:7]), parts[7:]
-    json_key = extra[0] if extra else ""
-    stage = extra[1] if len(extra) > 1 and extra[1] else None
-    kwargs = {"SecretId": arn, **({"VersionStage": stage} if stage else {})}
-    secret = secretsmanager.get_secret_value(**kwargs)["SecretString"]
-    if not json_key:
-        return secret
-    try:
-        return str(json.loads(secret)[json_key])
-    except (ValueError, KeyError):
-        raise ServiceError(f"secret {arn} has no JSON key {json_key!r}") from None
 
 
 def dockerfile_cmd(source: Path) -> list[str]:
@@ -149,10 +134,18 @@ class ServiceRunner:
 
     def _environment(self, container: dict) -> dict[str, str]:
         env = {e["name"]: e["value"] for e in container.get("environment", [])}
-        for secret in container.get("secrets", []):
-            env[secret["name"]] = resolve_secret(self.clients.secretsmanager, secret["valueFrom"])
         # The RDS endpoint is a placeholder in the emulator: the local PostgreSQL stands in.
         env.update(DB_HOST=self.db_host, DB_PORT=str(self.db_port))
+        # boto3 in the service talks to the emulator only, never with the user's AWS setup.
+        env.update(
+            AWS_ENDPOINT_URL=self.clients.secretsmanager.meta.endpoint_url,
+            AWS_REGION=self.clients.region,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_EC2_METADATA_DISABLED="true",
+        )
         return env
 
     def _start(
@@ -161,7 +154,7 @@ class ServiceRunner:
         port = free_port()
         log = open(self.log_dir / f"{key}-{index}.log", "ab")  # noqa: SIM115 (owned by the child)
         full_env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
             **env,
             "GUNICORN_BIND": f"127.0.0.1:{port}",
             "PORT": str(port),

@@ -293,6 +293,14 @@ def _service(
         )
 
     def fixes(found: Resource) -> list[Fix]:
+        count = found.get("desiredCount")
+        if bounds is not None and count != spec["desiredCount"]:
+            run.emit(
+                "note",
+                f"service {service} runs {count} task(s), not the configured desired_count "
+                f"{spec['desiredCount']}: auto scaling owns the count once the service exists "
+                f"(now between {bounds[0]} and {bounds[1]}); change ecs.autoscaling to move it",
+            )
         changes, details, refused = service_changes(found, spec, bounds)
         out = [_refuse(detail, service) for detail in refused]
         if changes:

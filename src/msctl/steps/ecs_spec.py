@@ -109,7 +109,9 @@ def task_definition_spec(
     region: str,
 ) -> dict:
     """RegisterTaskDefinition's arguments (without tags): the service's container and the
-    X-Ray daemon sidecar. The DB credentials come from the RDS-managed secret's JSON keys."""
+    X-Ray daemon sidecar. The app reads its DB login from the RDS-managed secret itself (task
+    role), again whenever PostgreSQL refuses it: RDS rotates the secret, and ECS would inject
+    `secrets` only when a task starts."""
 
     logs = {
         "logDriver": "awslogs",
@@ -133,11 +135,9 @@ def task_definition_spec(
             {"name": "DB_HOST", "value": db_host},
             {"name": "DB_PORT", "value": str(db_port)},
             {"name": "DB_NAME", "value": db_name},
+            {"name": "DB_SECRET_ARN", "value": secret_arn},
+            {"name": "AWS_REGION", "value": region},
             {"name": "AWS_XRAY_DAEMON_ADDRESS", "value": f"127.0.0.1:{XRAY_PORT}"},
-        ],
-        "secrets": [
-            {"name": "DB_USER", "valueFrom": f"{secret_arn}:username::"},
-            {"name": "DB_PASSWORD", "valueFrom": f"{secret_arn}:password::"},
         ],
         "logConfiguration": logs,
         "healthCheck": {"command": health_check_command(port), **HEALTH_CHECK_TIMING},

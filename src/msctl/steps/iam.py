@@ -7,10 +7,10 @@ the lab's code does, on exactly the lab's resources, in one inline policy per ro
   is authorized as its PutItem parts), objects under `notifications/` in the static bucket,
   writing to the functions' own log groups (msctl creates the groups, so no
   CreateLogGroup), and X-Ray segments.
-- ECS task execution role: pulling the two images, writing to the services' log groups,
-  and reading the RDS-managed master secret (encrypted with the AWS managed key, so no
-  kms:Decrypt grant is needed).
-- ECS task role: what the X-Ray sidecar sends.
+- ECS task execution role: pulling the two images and writing to the services' log groups.
+- ECS task role (the services' own credentials): what the X-Ray sidecar sends, and reading
+  the RDS-managed master secret, which the services fetch themselves because RDS rotates it
+  (encrypted with the AWS managed key, so no kms:Decrypt grant is needed).
 
 The only `"Resource": "*"` grants are the actions AWS defines no resource for
 (`WILDCARD_ACTIONS`). Managed policies and inline policies not in this file are removed.
@@ -129,7 +129,6 @@ def task_execution_policy(
     account: str,
     repositories: list[str],
     log_groups: list[str],
-    secret_arn: str,
 ) -> dict:
     return _policy(
         _statement("RegistryLogin", ["ecr:GetAuthorizationToken"], ["*"]),
@@ -146,12 +145,14 @@ def task_execution_policy(
             LOG_WRITE,
             [log_group_arn(partition, region, account, group) for group in sorted(log_groups)],
         ),
-        _statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [secret_arn]),
     )
 
 
-def task_policy() -> dict:
-    return _policy(_statement("XRayDaemon", XRAY_DAEMON, ["*"]))
+def task_policy(secret_arn: str) -> dict:
+    return _policy(
+        _statement("XRayDaemon", XRAY_DAEMON, ["*"]),
+        _statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [secret_arn]),
+    )
 
 
 def _policy(*statements: dict) -> dict:
@@ -244,11 +245,14 @@ class IamStep(LabStep):
                     account=account,
                     repositories=list(cfg.ecr.repositories.values()),
                     log_groups=[s.log_group for s in cfg.ecs.services.values()],
-                    secret_arn=secret_arn,
                 ),
+                [],
+            ),
+            cfg.iam.task_role: (
+                "ecs-tasks.amazonaws.com",
+                lambda: task_policy(secret_arn),
                 [secret_arn],
             ),
-            cfg.iam.task_role: ("ecs-tasks.amazonaws.com", task_policy, []),
         }
         arns = {}
         for role_name, (service, policy, inputs) in roles.items():

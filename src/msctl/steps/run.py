@@ -249,6 +249,7 @@ class StepRun:
             timeout=timeout,
             interval=self.ctx.poll_interval if interval is None else interval,
             on_wait=self.waiting,
+            cancelled=self.ctx.cancelled,
         )
 
     def fresh(self, fn: Callable[[], Any]) -> Any:
@@ -270,7 +271,13 @@ class StepRun:
         match=lambda _exc: True,
     ) -> Any:
         return retry_eventual(
-            fn, codes=codes, reason=reason, timeout=timeout, on_wait=self.waiting, match=match
+            fn,
+            codes=codes,
+            reason=reason,
+            timeout=timeout,
+            on_wait=self.waiting,
+            match=match,
+            cancelled=self.ctx.cancelled,
         )
 
 
