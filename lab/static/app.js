@@ -256,7 +256,9 @@ function renderDetail(product) {
   byId("detail-price").textContent = money(product.price);
   byId("detail-stock").textContent = stockText(product.stock);
   byId("detail-id").textContent = String(product.id);
-  byId("order-submit").disabled = !(product.stock > 0);
+  const soldOut = !(product.stock > 0);
+  byId("order-quantity").disabled = soldOut;
+  byId("order-submit").disabled = soldOut;
   byId("detail").hidden = false;
 }
 
@@ -326,8 +328,11 @@ async function onOrder(event) {
       }
     }
   });
-  // busy() enabled the button again: a sold-out product keeps it disabled.
-  if (detailId === product.id) renderDetail(products.get(product.id));
+  // busy() enabled the button again: a sold-out product keeps it disabled, and focus
+  // leaves the disabled button for the product's heading.
+  if (detailId !== product.id) return;
+  renderDetail(products.get(product.id));
+  if (byId("order-submit").disabled) byId("detail-heading").focus();
 }
 
 function renderOrders(orders) {

@@ -244,8 +244,7 @@ def main(ctx: click.Context) -> None:
 @click.option(
     "--port",
     type=click.IntRange(1, 65535),
-    help="Local target: the port the lab is served on (default: the one it had, else a "
-    "free one).",
+    help="Local target: the port the lab is served on (default: the one it had, else a free one).",
 )
 @click.pass_context
 @handle_errors
@@ -604,8 +603,12 @@ def _confirm_billable(config: LabConfig, yes: bool) -> None:
         _confirm("Create these billable resources?")
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
 def _confirm(question: str) -> None:
-    if not sys.stdin.isatty():
+    if not _interactive():
         raise UserError(f"{question} Not asking on a non-interactive input: pass --yes to confirm.")
     if not click.confirm(question, default=False, err=True):
         raise UserError("cancelled; nothing was changed")

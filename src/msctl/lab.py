@@ -112,7 +112,9 @@ class Lab:
                     "the lab is not being served locally: run `msctl up` first (or pass --url)"
                 )
             return served.url
-        domain = StateStore(self.state_dir, self.config.lab).outputs("cloudfront").get("domain_name")
+        domain = (
+            StateStore(self.state_dir, self.config.lab).outputs("cloudfront").get("domain_name")
+        )
         if not domain:
             raise SessionError(
                 "no CloudFront distribution recorded for this lab: run "
@@ -218,7 +220,9 @@ class Lab:
         )
         enabled = [s for s in steps if s["reason"] != "disabled by config"]
         fine = (Status.NOCHANGE, Status.UNSUPPORTED)
-        bad = [n for n, s in doc["steps"].items() if s in enabled and Status(s["status"]) not in fine]
+        bad = [
+            n for n, s in doc["steps"].items() if s in enabled and Status(s["status"]) not in fine
+        ]
         doc["ok"] = doc["exists"] and not bad and not doc["warnings"]
         doc["built"] = doc["ok"]
         doc["endpoints"], doc["emulated_endpoints"] = self._endpoints(state, info)

@@ -103,5 +103,8 @@ def _count_items(ctx: Context, table: str, cap: int = 100_000) -> str:
 def _user_objects(ctx: Context, bucket: str, site_prefix: str) -> int:
     pages = ctx.clients.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return sum(
-        1 for page in pages for o in page.get("Contents", []) if not o["Key"].startswith(site_prefix)
+        1
+        for page in pages
+        for o in page.get("Contents", [])
+        if not o["Key"].startswith(site_prefix)
     )

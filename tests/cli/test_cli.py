@@ -223,7 +223,9 @@ def test_status_notices_a_restarted_emulator_and_up_rebuilds(runner, local_lab):
 
     gone = runner.invoke(main, ["status", *args])
     assert gone.exit_code == 3  # nothing of the lab exists
-    assert gone.output.splitlines()[0].startswith("lab microservices on the local emulator (not running)")
+    assert gone.output.splitlines()[0].startswith(
+        "lab microservices on the local emulator (not running)"
+    )
     assert gone.output.splitlines()[-1] == (
         "nothing of lab microservices exists: the local emulator is not running "
         "(`msctl up` starts it and builds the lab)"

@@ -46,7 +46,7 @@ def require_browser() -> None:
     if not missing:
         return
     reason = f"no browser to test the site with: {', '.join(missing)} missing (apt-get install -y chromium chromium-driver)"
-    if os.environ.get("CI"):
+    if "CI" in os.environ:  # CI installs the browser (.ci/chromium.sh): missing is a failure
         pytest.fail(reason)
     pytest.skip(reason)
 
@@ -141,6 +141,10 @@ def test_a_new_user_walks_the_site(browser, local_lab, tmp_path):
     # Signed out: the products, the account forms, no orders or notifications.
     browser.get(url)
     site.wait_text("#products-table", PRODUCT)
+    favicon = (
+        "return fetch('favicon.svg').then(r => r.status + ' ' + r.headers.get('content-type'))"
+    )
+    assert browser.execute_script(favicon) == "200 image/svg+xml"
     assert site.shown("#register-form") and site.shown("#login-form")
     assert not site.shown("#my-area") and not site.shown("#logout")
     site.shot("01-signed-out")
@@ -171,6 +175,14 @@ def test_a_new_user_walks_the_site(browser, local_lab, tmp_path):
     site.wait_text("#orders-status", "No orders yet.")
     site.wait_text("#notifications-status", "No notifications yet.")
     site.shot("03-signed-in")
+
+    # The session is in sessionStorage: a reload keeps it.
+    stored = browser.execute_script("return sessionStorage.getItem('day21-lab.session')")
+    assert '"token"' in stored and email in stored
+    browser.refresh()
+    site.wait_text("#session-status", f"Signed in as Walker Test ({email})")
+    site.wait_text("#products-table", PRODUCT)
+    site.wait_text("#orders-status", "No orders yet.")
 
     # The product's detail view, opened from the list with the keyboard; focus moves to it.
     site.find("#products-table button[data-id]").send_keys(Keys.ENTER)
@@ -207,6 +219,8 @@ def test_a_new_user_walks_the_site(browser, local_lab, tmp_path):
     site.message("It is now sold out")
     assert site.text("#detail-stock") == "Sold out"
     assert not site.find("#order-submit").is_enabled()
+    assert not site.find("#order-quantity").is_enabled()
+    assert site.focused_id() == "detail-heading"
     site.shot("07-sold-out")
 
     # My orders and my notifications show both orders.
@@ -219,7 +233,7 @@ def test_a_new_user_walks_the_site(browser, local_lab, tmp_path):
     assert rows[0][1:3] == [PRODUCT, str(stock)], rows
     site.wait_text("#notifications-list", f"Order #{order_id} placed: 2 × {PRODUCT}")
     assert len(site.all("#notifications-list li")) == 2
-    site.find("#order-quantity").send_keys(Keys.ESCAPE)
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
     assert not site.shown("#detail")
     assert browser.switch_to.active_element.text == PRODUCT  # focus back on what opened it
     browser.execute_script("document.getElementById('my-area').scrollIntoView()")

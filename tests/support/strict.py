@@ -374,7 +374,9 @@ class StrictAws:
         if not op.startswith(READS):
             target = {k: v for k, v in params.items() if k not in NOT_IDENTIFYING}
             with self._lock:
-                self.writes[f"{service}.{op} {json.dumps(target, sort_keys=True, default=str)}"] += 1
+                self.writes[
+                    f"{service}.{op} {json.dumps(target, sort_keys=True, default=str)}"
+                ] += 1
         cfg = self.config
         if service == "ec2" and op in CREATED_ID_PATHS:
             outer, key = CREATED_ID_PATHS[op]
