@@ -13,7 +13,7 @@ def test_the_lab_serves_real_requests_and_leaves_nothing(local_lab):
 
     status = local_lab.status()
     assert status["ok"], status
-    assert status["endpoints"]["site (local)"].startswith("http://127.0.0.1:")
+    assert status["endpoints"]["site"].startswith("http://127.0.0.1:")
 
     checks = msctl(state, "test-api", "--output", "json")
     doc = json.loads(checks.stdout)
@@ -43,7 +43,7 @@ def test_the_lab_serves_real_requests_and_leaves_nothing(local_lab):
         "unsupported",
     }
 
-    down = msctl(state, "down")
+    down = msctl(state, "down", "--yes")
     assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
     after = local_lab.status()
     assert {s["status"] for s in after["steps"].values()} <= {
