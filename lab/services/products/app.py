@@ -117,6 +117,7 @@ def _configure_logging() -> None:
     )
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not a line per secret read
 
 
 # -- database --------------------------------------------------------------

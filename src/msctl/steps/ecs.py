@@ -2,8 +2,9 @@
 CPU auto scaling (seed 4.1, 4.4, 4.6, 7.1, 7.2, 8.2).
 
 Each task runs the service's container and an X-Ray daemon sidecar. The database password is
-never in a task definition: the container gets DB_USER and DB_PASSWORD from the secret RDS
-manages (`secrets` with `valueFrom`), which ECS reads with the task execution role.
+never in a task definition: the container gets the ARN of the secret RDS manages
+(DB_SECRET_ARN) and reads the login itself, with the task role, whenever it connects, so it
+follows RDS's rotation of the secret (every 7 days) without a redeploy.
 
 What the config asks for is in `ecs_spec` (a new task definition revision only when the
 wanted one differs from the family's latest ACTIVE revision), the auto scaling in
