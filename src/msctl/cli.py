@@ -120,50 +120,31 @@ def global_options(fn):
     return fn
 
 
-def set_option(fn):
-    return click.option(
-        "--set",
-        "overrides",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override a config value, e.g. --set rds.instance_class=db.t3.small "
-        "(repeatable; validated like the file).",
-    )(fn)
-
-
-def only_option(fn):
-    return click.option(
-        "--only",
-        metavar="STEP[,STEP]",
-        help=f"Only these steps, plus what they require (for down: plus what depends on "
-        f"them). Steps: {STEP_NAMES}.",
-    )(fn)
-
-
-def output_option(fn):
-    return click.option(
-        "--output",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="Output format.",
-    )(fn)
-
-
-def parallel_option(fn):
-    return click.option(
-        "--parallel",
-        type=click.IntRange(1, 32),
-        default=8,
-        show_default=True,
-        help="How many independent steps run at once (1: serial).",
-    )(fn)
-
-
-def yes_option(fn):
-    return click.option(
-        "--yes", "-y", is_flag=True, help="Don't ask for confirmation (for scripts)."
-    )(fn)
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set rds.instance_class=db.t3.small "
+    "(repeatable; validated like the file).",
+)
+only_option = click.option(
+    "--only",
+    metavar="STEP[,STEP]",
+    help=f"Only these steps, plus what they require (for down: plus what depends on them). "
+    f"Steps: {STEP_NAMES}.",
+)
+output_option = click.option(
+    "--output", type=click.Choice(["table", "json"]), default="table", help="Output format."
+)
+parallel_option = click.option(
+    "--parallel",
+    type=click.IntRange(1, 32),
+    default=8,
+    show_default=True,
+    help="How many independent steps run at once (1: serial).",
+)
+yes_option = click.option("--yes", "-y", is_flag=True, help="Don't ask (for scripts).")
 
 
 def _only(value: str | None) -> list[str] | None:

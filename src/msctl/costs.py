@@ -1,7 +1,7 @@
 """What the lab costs while it exists (us-east-1 on-demand list prices, USD per hour).
 
-Estimates for the confirmation before `up --target aws` (`billable`) and for anything
-`down` leaves behind (`resource_hourly`, per kind of resource the sweep finds).
+Estimates for the confirmation before `up --target aws` (`billable`); each resource kind
+prices itself from these for what `down` finds left behind (resources/*.py, `Kind.cost`).
 Per-request services (Lambda, API Gateway, DynamoDB on-demand, S3, CloudFront) cost next to
 nothing while idle and are listed at 0.
 """
@@ -26,18 +26,6 @@ HOSTED_ZONE_MONTH = 0.50
 ALARM_MONTH = 0.10
 SNAPSHOT_GB_MONTH = 0.095
 
-# Resources billed by the hour whatever their size, by the kind names the sweep reports.
-PRICE_BY_KIND: dict[str, float] = {
-    "nat-gateway": NAT_GATEWAY,
-    "elastic-ip": PUBLIC_IPV4,
-    "load-balancer": ALB + 2 * PUBLIC_IPV4,
-    "secret": SECRET_MONTH / HOURS_PER_MONTH,
-    "dashboard": DASHBOARD_MONTH / HOURS_PER_MONTH,
-    "hosted-zone": HOSTED_ZONE_MONTH / HOURS_PER_MONTH,
-    "alarm": ALARM_MONTH / HOURS_PER_MONTH,
-}
-
-
 @dataclass(frozen=True)
 class Billable:
     kind: str
@@ -54,22 +42,6 @@ def rds_hourly(instance_class: str | None, storage_gb: float) -> float:
 def fargate_hourly(cpu_units: float, memory_mib: float, tasks: int) -> float:
     per_task = cpu_units / 1024 * FARGATE_VCPU + memory_mib / 1024 * FARGATE_GB
     return per_task * tasks
-
-
-def resource_hourly(kind: str, **detail) -> float:
-    """The estimated USD/hour of one resource of `kind` (0 for what bills per request).
-
-    `detail` sizes what is priced by size: db-instance (instance_class, allocated_storage),
-    ecs-service (cpu, memory, tasks), db-snapshot (allocated_storage)."""
-    if kind == "db-instance":
-        return rds_hourly(detail.get("instance_class"), detail.get("allocated_storage") or 0)
-    if kind == "ecs-service":
-        return fargate_hourly(
-            float(detail.get("cpu") or 0), float(detail.get("memory") or 0), detail.get("tasks", 0)
-        )
-    if kind == "db-snapshot":
-        return (detail.get("allocated_storage") or 0) * SNAPSHOT_GB_MONTH / HOURS_PER_MONTH
-    return PRICE_BY_KIND.get(kind, 0.0)
 
 
 def billable(config: LabConfig) -> list[Billable]:

@@ -31,23 +31,30 @@ THROTTLING_CODES = frozenset(
     }
 )
 
+# A new EC2 id that isn't visible yet, to reads and to changes that name it (EC2 is
+# eventually consistent: AuthorizeSecurityGroupIngress, ModifySubnetAttribute, CreateRoute...
+# right after a create can answer these for a short while).
+NEW_ID_CODES = (
+    "InvalidVpcID.NotFound",
+    "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidRouteTableID.NotFound",
+    "InvalidInternetGatewayID.NotFound",
+    "InvalidAllocationID.NotFound",
+    "NatGatewayNotFound",
+    "InvalidNatGatewayID.NotFound",
+)
+
 # Errors that go away on their own shortly after a related change; each retry site names the
 # ones it expects, this is the union used for classification and reporting.
 EVENTUAL_CODES = frozenset(
     {
+        *NEW_ID_CODES,
         "DependencyViolation",
         "InvalidParameterValueException",
         "DistributionNotDisabled",
         "ResourceInUseException",
         "ResourceConflictException",
-        "InvalidVpcID.NotFound",
-        "InvalidSubnetID.NotFound",
-        "InvalidGroup.NotFound",
-        "InvalidRouteTableID.NotFound",
-        "InvalidInternetGatewayID.NotFound",
-        "InvalidAllocationID.NotFound",
-        "NatGatewayNotFound",
-        "InvalidNatGatewayID.NotFound",
         "IncorrectState",
         "ConflictException",
         "InvalidDBInstanceState",

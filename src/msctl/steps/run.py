@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..aws.errors import NEW_ID_CODES
 from ..aws.retry import retry_eventual
 from ..aws.tags import LAB
 from ..aws.waiters import wait_for
@@ -29,20 +30,7 @@ from ..resources.inventory import owned
 if TYPE_CHECKING:
     from ..context import Context
 
-# EC2 is eventually consistent for mutations too: right after a create, a call that names
-# the new id (AuthorizeSecurityGroupIngress, ModifySubnetAttribute, AttachInternetGateway,
-# AssociateRouteTable, CreateRoute, ...) can answer not-found for a short while.
-NEW_ID_CODES = (
-    "InvalidVpcID.NotFound",
-    "InvalidSubnetID.NotFound",
-    "InvalidGroup.NotFound",
-    "InvalidRouteTableID.NotFound",
-    "InvalidInternetGatewayID.NotFound",
-    "InvalidAllocationID.NotFound",
-    "InvalidNatGatewayID.NotFound",
-    "NatGatewayNotFound",
-)
-NEW_ID_TIMEOUT = 60
+NEW_ID_TIMEOUT = 60  # a new EC2 id becomes visible within seconds
 
 
 @dataclass(frozen=True)
