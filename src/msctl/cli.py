@@ -445,7 +445,8 @@ def test_api(ctx, overrides, output, url, load, requests_, concurrency, load_pat
 
     if not load_path.startswith("/"):
         raise UserError(f"--path must start with '/', got {load_path!r}")
-    base = (url or _lab(overrides).public_url()).rstrip("/")
+    lab = _lab(overrides)
+    base = (url or lab.public_url()).rstrip("/")
     console = report.make_console()
     if load:
         with report.LoadProgress(console, requests_, enabled=output == "table") as progress:
@@ -462,7 +463,7 @@ def test_api(ctx, overrides, output, url, load, requests_, concurrency, load_pat
         if summary["failed"]:
             ctx.exit(EXIT_FAILED)
         return
-    checks = asyncio.run(apitest.run_scenario(base))
+    checks = asyncio.run(apitest.run_scenario(base, admin=lab.admin_login()))
     if output == "json":
         report.print_json(
             console,

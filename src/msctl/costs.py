@@ -59,6 +59,7 @@ def billable(config: LabConfig) -> list[Billable]:
         Billable(
             "Secrets Manager secret", f"{rds.identifier} master", SECRET_MONTH / HOURS_PER_MONTH
         ),
+        Billable("Secrets Manager secret", f"{config.lab}/admin", SECRET_MONTH / HOURS_PER_MONTH),
         Billable(
             "CloudWatch dashboard", config.cloudwatch.dashboard, DASHBOARD_MONTH / HOURS_PER_MONTH
         ),

@@ -122,6 +122,14 @@ class Lab:
             )
         return f"https://{domain}"
 
+    def admin_login(self) -> tuple[str, str] | None:
+        """The lab admin's (email, password) from the admin step's secret (None: no admin)."""
+        from .apitest import admin_login
+
+        with self.session("test-api", lock=False, record=False) as ctx:
+            arn = ctx.state.outputs("admin").get("secret_arn")
+            return admin_login(ctx.clients.secretsmanager, arn) if arn else None
+
     def data_at_risk(self, only: list[str] | None = None) -> list[str]:
         """What `down` would delete that holds data: the tables with their item counts, the
         database, the bucket's user objects (empty when nothing of it exists)."""

@@ -32,8 +32,9 @@ STYLE = {
 
 
 def make_console(stderr: bool = False) -> Console:
-    # Lines are not wrapped when output goes to a file or pipe, so logs stay greppable.
-    return Console(stderr=stderr, soft_wrap=True)
+    # Lines are not wrapped when output goes to a file or pipe, so logs stay greppable; no
+    # emoji codes: an ARN's ":secret:" must print as it is.
+    return Console(stderr=stderr, soft_wrap=True, emoji=False)
 
 
 class Progress:
@@ -232,6 +233,9 @@ def print_status(console: Console, doc: dict, *, verbose: bool = False) -> None:
         console.print(table)
     for key, value in doc.get("endpoints", {}).items():
         console.print(f"{key.replace('_', ' ')}: {value}")
+    read_with = doc["steps"].get("admin", {}).get("outputs", {}).get("read_with")
+    if read_with:
+        console.print(f"admin login: {_escape(read_with)}", highlight=False)
     if verbose:
         for key, value in doc.get("emulated_endpoints", {}).items():
             console.print(

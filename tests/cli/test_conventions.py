@@ -106,7 +106,7 @@ def test_status_exit_codes_and_summary(runner, lab, monkeypatch):
         partial.output.strip()
         .splitlines()[-1]
         .startswith(
-            "lab microservices: 12 of 15 steps missing or not as configured (nat, dynamodb,"
+            "lab microservices: 13 of 16 steps missing or not as configured (nat, dynamodb,"
         )
     )
     assert "...and" in partial.output and "more (-v shows them)" in partial.output

@@ -23,7 +23,7 @@ def test_the_lab_serves_real_requests_and_leaves_nothing(local_lab):
     shown = msctl(state, "status")
     assert shown.returncode == 0, shown.stdout
     assert shown.stdout.strip().splitlines()[-1] == (
-        f"lab microservices: all 15 steps built and as configured; it answers at {url}/"
+        f"lab microservices: all 16 steps built and as configured; it answers at {url}/"
     )
     assert "cloudfront.net" not in shown.stdout and "execute-api" not in shown.stdout
     verbose = msctl(state, "status", "-v")

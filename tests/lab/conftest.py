@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +17,7 @@ from moto import mock_aws
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
+import lab_helpers  # noqa: E402
 from lab_helpers import BUCKET, ORIGIN, SESSIONS_TABLE, USERS_TABLE, LabApi  # noqa: E402
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "lab" / "functions"
@@ -109,16 +109,4 @@ def api(aws: None, handlers: dict[str, ModuleType]) -> LabApi:
 @pytest.fixture
 def put_session(aws: None):
     """Write a session item directly, e.g. one that has already expired."""
-
-    def put(token: str, user_id: str, expires_in: int) -> None:
-        now = int(time.time())
-        boto3.resource("dynamodb").Table(SESSIONS_TABLE).put_item(
-            Item={
-                "sessionId": token,
-                "userId": user_id,
-                "expiresAt": now + expires_in,
-                "createdAt": "2024-01-01T00:00:00.000Z",
-            }
-        )
-
-    return put
+    return lab_helpers.put_session

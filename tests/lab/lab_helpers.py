@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+import boto3
 
 USERS_TABLE = "test-users"
 SESSIONS_TABLE = "test-sessions"
@@ -94,10 +97,24 @@ class LabApi:
         return result
 
     def register(self, email: str, name: str = "Test User", password: str = PASSWORD) -> dict:
+        """Register; the answer names no user (it is the same for a taken email), so the new
+        user is read from the table."""
         body = {"email": email, "name": name, "password": password}
         response = self.call("auth", "POST", "/auth/register", body=body)
-        assert response.status == 201, response.body
-        return response.body
+        assert response.status == 202, response.body
+        return user_by_email(email)
+
+    def admin(self, email: str = "admin@example.com") -> tuple[str, str]:
+        """An admin (made a user by registering, then given the role in the table, as only
+        msctl can); returns (userId, token)."""
+        user_id = self.register(email, "Admin")["userId"]
+        users_table().update_item(
+            Key={"userId": user_id},
+            UpdateExpression="SET #role = :admin",
+            ExpressionAttributeNames={"#role": "role"},
+            ExpressionAttributeValues={":admin": "admin"},
+        )
+        return user_id, self.login(email)
 
     def login(self, email: str, password: str = PASSWORD) -> str:
         body = {"email": email, "password": password}
@@ -109,3 +126,24 @@ class LabApi:
         """Register and log in; returns (userId, token)."""
         user = self.register(email, name)
         return user["userId"], self.login(email)
+
+
+def users_table():
+    return boto3.resource("dynamodb").Table(USERS_TABLE)
+
+
+def user_by_email(email: str) -> dict:
+    claim = users_table().get_item(Key={"userId": "email#" + email.strip().lower()})["Item"]
+    return users_table().get_item(Key={"userId": claim["ownerId"]})["Item"]
+
+
+def put_session(token: str, user_id: str, expires_in: int) -> None:
+    now = int(time.time())
+    boto3.resource("dynamodb").Table(SESSIONS_TABLE).put_item(
+        Item={
+            "sessionId": token,
+            "userId": user_id,
+            "expiresAt": now + expires_in,
+            "createdAt": "2024-01-01T00:00:00.000Z",
+        }
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from lab_helpers import METHOD_ARN
+from lab_helpers import METHOD_ARN, users_table
 
 API_WIDE = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*/*"
 
@@ -21,7 +21,7 @@ def test_valid_session_is_allowed_api_wide(api):
     user_id, token = api.signup("ada@example.com")
     result = api.authorize(request_event({"Authorization": f"Bearer {token}"}))
     assert result["principalId"] == user_id
-    assert result["context"] == {"userId": user_id}
+    assert result["context"] == {"userId": user_id, "role": "user"}
     assert result["policyDocument"]["Version"] == "2012-10-17"
     assert statement(result) == {
         "Action": "execute-api:Invoke",
@@ -66,6 +66,26 @@ def test_expired_session_is_unauthorized(api, put_session):
 def test_logged_out_session_is_unauthorized(api):
     _, token = api.signup("ada@example.com")
     api.call("auth", "POST", "/auth/logout", token=token)
+    with pytest.raises(Exception, match="^Unauthorized$"):
+        api.authorize(request_event({"Authorization": f"Bearer {token}"}))
+
+
+def test_the_role_comes_from_the_users_table_at_each_call(api):
+    user_id, token = api.admin()
+    event = request_event({"Authorization": f"Bearer {token}"})
+    assert api.authorize(event)["context"] == {"userId": user_id, "role": "admin"}
+    users_table().update_item(
+        Key={"userId": user_id},
+        UpdateExpression="SET #role = :r",
+        ExpressionAttributeNames={"#role": "role"},
+        ExpressionAttributeValues={":r": "superuser"},  # unknown: no more than a user
+    )
+    assert api.authorize(event)["context"]["role"] == "user"
+
+
+def test_a_deleted_users_session_is_unauthorized(api):
+    user_id, token = api.signup("ada@example.com")
+    users_table().delete_item(Key={"userId": user_id})
     with pytest.raises(Exception, match="^Unauthorized$"):
         api.authorize(request_event({"Authorization": f"Bearer {token}"}))
 

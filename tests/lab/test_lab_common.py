@@ -53,7 +53,7 @@ def test_cors_headers_on_errors_too(api):
 def test_preflight(api):
     response = api.call("users", "OPTIONS", "/users/abc")
     assert response.status == 204
-    assert response.headers["Access-Control-Allow-Methods"] == "GET,PUT,OPTIONS"
+    assert response.headers["Access-Control-Allow-Methods"] == "GET,PUT,DELETE,OPTIONS"
     assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
 
 

@@ -74,6 +74,14 @@ def test_prefix_from_environment(api, monkeypatch):
         ({"message": "m" * 1001}, "field 'message' must be at most 1000 characters"),
         ({"message": "hi", "subject": 3}, "field 'subject' must be a string"),
         ({"message": "hi", "subject": "s" * 201}, "field 'subject' must be at most 200 characters"),
+        (
+            {"message": "a\x00b"},
+            "field 'message' must not contain control characters other than tab and line breaks",
+        ),
+        (
+            {"message": "hi", "subject": "a\nb"},
+            "field 'subject' must not contain control characters",
+        ),
     ],
 )
 def test_create_rejects_bad_fields(api, body, message):
@@ -81,6 +89,13 @@ def test_create_rejects_bad_fields(api, body, message):
     response = post(api, token, body)
     assert (response.status, response.body) == (400, {"error": message})
     assert stored_keys() == []
+
+
+def test_a_message_may_span_lines(api):
+    _, token = api.signup("ada@example.com")
+    text = "line one\r\n\tline two"
+    assert post(api, token, {"message": text}).status == 201
+    assert listing(api, token).body["notifications"][0]["message"] == text
 
 
 def test_message_of_1000_chars_is_fine(api):

@@ -1,4 +1,5 @@
-"""The users function: list with pagination, read, update; sessions required."""
+"""The users function: list with pagination, read, update, delete; sessions required; a
+plain user reaches only their own account, an admin every account."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 
 import boto3
 import pytest
-from lab_helpers import USERS_TABLE
+from lab_helpers import SESSIONS_TABLE, USERS_TABLE, users_table
 
 
 def get_user(api, user_id, **kwargs):
@@ -33,6 +34,17 @@ def put_user(api, user_id, body, **kwargs):
     )
 
 
+def delete_user(api, user_id, **kwargs):
+    return api.call(
+        "users",
+        "DELETE",
+        f"/users/{user_id}",
+        resource="/users/{id}",
+        path_params={"id": user_id},
+        **kwargs,
+    )
+
+
 def list_users(api, token, **query):
     return api.call("users", "GET", "/users", resource="/users", token=token, query=query or None)
 
@@ -44,19 +56,34 @@ def b64(value) -> str:
 # ----------------------------------------------------------------------- list
 
 
-def test_list_users(api):
+def test_a_plain_user_lists_only_themselves(api):
     ada, token = api.signup("ada@example.com", "Ada")
+    api.register("bob@example.com", "Bob")
+    api.admin()
+    response = list_users(api, token)
+    assert response.status == 200
+    assert response.body["nextToken"] is None
+    [me] = response.body["users"]
+    assert me["userId"] == ada and me["role"] == "user"
+    assert "bob@example.com" not in json.dumps(response.body)
+    assert "admin@example.com" not in json.dumps(response.body)
+
+
+def test_an_admin_lists_every_user(api):
+    ada = api.register("ada@example.com", "Ada")["userId"]
     bob = api.register("bob@example.com", "Bob")["userId"]
+    admin, token = api.admin()
     response = list_users(api, token)
     assert response.status == 200
     assert response.body["nextToken"] is None
     users = {u["userId"]: u for u in response.body["users"]}
-    assert set(users) == {ada, bob}  # the email# uniqueness items are not users
-    assert set(users[bob]) == {"userId", "email", "name", "createdAt"}
+    assert set(users) == {ada, bob, admin}  # the email# uniqueness items are not users
+    assert set(users[bob]) == {"userId", "email", "name", "role", "createdAt"}
+    assert users[admin]["role"] == "admin"
 
 
 def test_list_users_pages(api):
-    _, token = api.signup("user0@example.com")
+    _, token = api.admin("user0@example.com")
     for i in range(1, 5):
         api.register(f"user{i}@example.com")
     seen, pages, next_token = [], 0, None
@@ -75,7 +102,7 @@ def test_list_users_pages(api):
 
 
 def test_limit_fills_pages_despite_email_items(api):
-    _, token = api.signup("user0@example.com")
+    _, token = api.admin("user0@example.com")
     for i in range(1, 4):
         api.register(f"user{i}@example.com")
     # 8 items in the table, 4 of them users: one page of 4 means the handler
@@ -137,11 +164,27 @@ def test_identity_from_authorizer_context(api):
 
 def test_get_user(api):
     user_id, token = api.signup("ada@example.com", "Ada")
-    other = api.register("bob@example.com", "Bob")["userId"]
-    response = get_user(api, other, token=token)
+    response = get_user(api, user_id, token=token)
     assert response.status == 200
-    assert (response.body["userId"], response.body["name"]) == (other, "Bob")
-    assert get_user(api, user_id, token=token).body["email"] == "ada@example.com"
+    assert (response.body["userId"], response.body["email"]) == (user_id, "ada@example.com")
+
+
+def test_a_plain_user_cant_read_another_user(api):
+    _, token = api.signup("ada@example.com", "Ada")
+    bob = api.register("bob@example.com", "Bob")["userId"]
+    response = get_user(api, bob, token=token)
+    assert (response.status, response.body) == (
+        403,
+        {"error": "You can only read your own profile"},
+    )
+
+
+def test_an_admin_reads_any_user(api):
+    bob = api.register("bob@example.com", "Bob")["userId"]
+    _, token = api.admin()
+    response = get_user(api, bob, token=token)
+    assert response.status == 200
+    assert (response.body["name"], response.body["email"]) == ("Bob", "bob@example.com")
 
 
 def test_get_user_via_path_only(api):
@@ -152,7 +195,7 @@ def test_get_user_via_path_only(api):
 
 @pytest.mark.parametrize("user_id", ["no-such-user", "email#ada@example.com", "x" * 200])
 def test_get_missing_user(api, user_id):
-    _, token = api.signup("ada@example.com")
+    _, token = api.admin()
     response = get_user(api, user_id, token=token)
     assert (response.status, response.body) == (404, {"error": "User not found"})
 
@@ -186,7 +229,16 @@ def test_update_another_user_is_403(api):
         403,
         {"error": "You can only update your own profile"},
     )
-    assert get_user(api, bob, token=token).body["name"] == "Bob"
+    assert users_table().get_item(Key={"userId": bob})["Item"]["name"] == "Bob"
+
+
+def test_an_admin_renames_any_user_but_sets_no_role(api):
+    bob = api.register("bob@example.com", "Bob")["userId"]
+    _, token = api.admin()
+    assert put_user(api, bob, {"name": "Robert"}, token=token).body["name"] == "Robert"
+    response = put_user(api, bob, {"role": "admin"}, token=token)
+    assert (response.status, response.body) == (400, {"error": "field 'role' cannot be updated"})
+    assert users_table().get_item(Key={"userId": bob})["Item"]["role"] == "user"
 
 
 @pytest.mark.parametrize(
@@ -227,14 +279,95 @@ def test_update_needs_session(api):
 
 
 def test_update_deleted_user_is_404(api):
-    user_id, token = api.signup("ada@example.com")
+    user_id = api.register("ada@example.com")["userId"]
+    _, token = api.admin()
     boto3.resource("dynamodb").Table(USERS_TABLE).delete_item(Key={"userId": user_id})
     assert put_user(api, user_id, {"name": "Ghost"}, token=token).status == 404
     assert get_user(api, user_id, token=token).status == 404
 
 
+def test_a_deleted_users_session_is_dead(api):
+    user_id, token = api.signup("ada@example.com")
+    boto3.resource("dynamodb").Table(USERS_TABLE).delete_item(Key={"userId": user_id})
+    assert put_user(api, user_id, {"name": "Ghost"}, token=token).status == 401
+
+
+@pytest.mark.parametrize("char", ["\x00", "\n", "\x9b"], ids=repr)
+def test_control_characters_are_a_400_naming_the_field(api, char):
+    user_id, token = api.signup("ada@example.com", "Ada")
+    response = put_user(api, user_id, {"name": f"Ada{char}"}, token=token)
+    assert (response.status, response.body) == (
+        400,
+        {"error": "field 'name' must not contain control characters"},
+    )
+    response = get_user(api, f"a{char}b", token=token)
+    assert (response.status, response.body) == (
+        400,
+        {"error": "path parameter 'id' must not contain control characters"},
+    )
+    assert users_table().get_item(Key={"userId": user_id})["Item"]["name"] == "Ada"
+
+
+# --------------------------------------------------------------------- delete
+
+
+def sessions_of(user_id: str) -> list[dict]:
+    items = boto3.resource("dynamodb").Table(SESSIONS_TABLE).scan()["Items"]
+    return [s for s in items if s["userId"] == user_id]
+
+
+def test_delete_own_account_removes_the_user_its_email_and_sessions(api):
+    user_id, token = api.signup("ada@example.com")
+    api.login("ada@example.com")
+    bob, bobs_token = api.signup("bob@example.com")
+    assert len(sessions_of(user_id)) == 2
+    response = delete_user(api, user_id, token=token)
+    assert (response.status, response.body) == (204, None)
+    table = users_table()
+    assert "Item" not in table.get_item(Key={"userId": user_id})
+    assert "Item" not in table.get_item(Key={"userId": "email#ada@example.com"})
+    assert sessions_of(user_id) == []
+    assert len(sessions_of(bob)) == 1 and get_user(api, bob, token=bobs_token).status == 200
+    login = {"email": "ada@example.com", "password": "correct-horse-battery"}
+    assert api.call("auth", "POST", "/auth/login", body=login).status == 401
+    assert api.register("ada@example.com")["userId"] != user_id  # the email is free again
+
+
+def test_a_plain_user_cant_delete_another_user(api):
+    _, token = api.signup("ada@example.com")
+    bob = api.register("bob@example.com")["userId"]
+    response = delete_user(api, bob, token=token)
+    assert (response.status, response.body) == (
+        403,
+        {"error": "You can only delete your own profile"},
+    )
+    assert "Item" in users_table().get_item(Key={"userId": bob})
+
+
+def test_an_admin_deletes_a_user_but_no_admin_account(api):
+    bob, _ = api.signup("bob@example.com")
+    admin, token = api.admin()
+    other_admin, _ = api.admin("root@example.com")
+    assert delete_user(api, bob, token=token).status == 204
+    assert sessions_of(bob) == []
+    for target in (admin, other_admin):
+        response = delete_user(api, target, token=token)
+        assert (response.status, response.body) == (
+            403,
+            {"error": "An admin account can't be deleted through the API"},
+        )
+    assert delete_user(api, "no-such-user", token=token).status == 404
+
+
+def test_delete_needs_session(api):
+    user_id = api.register("ada@example.com")["userId"]
+    assert delete_user(api, user_id).status == 401
+    assert delete_user(api, user_id, token="unknown-token-0123456789abcdef").status == 401
+    assert "Item" in users_table().get_item(Key={"userId": user_id})
+
+
 @pytest.mark.parametrize(
-    ("method", "path"), [("DELETE", "/users/abc"), ("POST", "/users"), ("PUT", "/users")]
+    ("method", "path"), [("POST", "/users/abc"), ("POST", "/users"), ("PUT", "/users")]
 )
 def test_wrong_method(api, method, path):
     assert api.call("users", method, path).status == 405

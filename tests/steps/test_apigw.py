@@ -20,6 +20,7 @@ REGION = "us-east-1"
 ALB_DNS = "microservices-alb-1234567890.us-east-1.elb.amazonaws.com"
 AUTHORIZER = "microservices-session-authorizer"
 USER_HEADER = "integration.request.header.X-Authorized-User-Id"
+ROLE_HEADER = "integration.request.header.X-Authorized-Role"
 CORS = "method.response.header.Access-Control-Allow-{}"
 LAMBDA_URI = re.compile(
     r"^arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
@@ -37,6 +38,7 @@ ROUTES = {
     ("/api/users", "GET"): ("AWS_PROXY", USERS, "CUSTOM"),
     ("/api/users/{id}", "GET"): ("AWS_PROXY", USERS, "CUSTOM"),
     ("/api/users/{id}", "PUT"): ("AWS_PROXY", USERS, "CUSTOM"),
+    ("/api/users/{id}", "DELETE"): ("AWS_PROXY", USERS, "CUSTOM"),
     ("/api/notifications", "GET"): ("AWS_PROXY", NOTES, "CUSTOM"),
     ("/api/notifications", "POST"): ("AWS_PROXY", NOTES, "CUSTOM"),
     ("/api/products", "GET"): ("HTTP_PROXY", PRODUCTS, "NONE"),
@@ -273,11 +275,12 @@ def test_the_api_is_the_route_table_with_its_guards_permissions_and_stage(fast_l
         integration = method["methodIntegration"]
         if integration["type"] != "HTTP_PROXY":
             continue
-        # The services trust X-Authorized-User-Id: from the authorizer on guarded methods,
-        # a constant empty value on open ones (a client's value never passes).
+        # The services trust X-Authorized-User-Id and X-Authorized-Role: from the authorizer
+        # on guarded methods, a constant empty value on open ones (a client's never passes).
         params = integration["requestParameters"]
         guarded = method["authorizationType"] == "CUSTOM"
         assert params[USER_HEADER] == ("context.authorizer.userId" if guarded else "''")
+        assert params[ROLE_HEADER] == ("context.authorizer.role" if guarded else "''")
         if path.endswith("{proxy+}"):
             assert method["requestParameters"] == {"method.request.path.proxy": True}
             assert params["integration.request.path.proxy"] == "method.request.path.proxy"
@@ -445,3 +448,48 @@ def test_deploys_only_when_the_definition_changes_and_repairs_drift(fast_lab):
     assert deployments_made() == 0
     assert deployment() == third
     assert lab.changes(lab.run("plan", ["apigw"]), "apigw") == []
+
+
+def test_the_logging_role_trusts_api_gateway_of_this_account_and_region_only(lab):
+    """The account setting's role: assumable only by API Gateway acting for this account in
+    this region; a trust widened by hand (or left by an older msctl) is put back."""
+    from msctl.steps.apigw_account import ensure_logging_role, log_role_name
+    from msctl.steps.run import StepRun
+
+    account = "123456789012"  # moto's
+    ensure_logging_role(StepRun(lab.ctx, "apigw", dry_run=False), account)
+    iam = boto3.client("iam", region_name=REGION)
+    name = log_role_name(lab.config.lab)
+
+    def trust() -> list[dict]:
+        return iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]["Statement"]
+
+    scoped = [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "apigateway.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account},
+                "ArnLike": {"aws:SourceArn": f"arn:aws:apigateway:{REGION}::/*"},
+            },
+        }
+    ]
+    assert trust() == scoped
+    assert apigw_client().get_account()["cloudwatchRoleArn"].endswith(f":role/{name}")
+
+    unscoped = [{k: v for k, v in scoped[0].items() if k != "Condition"}]
+    iam.update_assume_role_policy(
+        RoleName=name, PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": unscoped})
+    )
+    plan = StepRun(lab.ctx, "apigw", dry_run=True)
+    ensure_logging_role(plan, account)
+    assert [(c.action, c.kind, c.detail) for c in plan.changes] == [
+        (
+            "update",
+            "iam-role",
+            f"trust policy -> only apigateway.amazonaws.com for account {account}",
+        )
+    ]
+    ensure_logging_role(StepRun(lab.ctx, "apigw", dry_run=False), account)
+    assert trust() == scoped

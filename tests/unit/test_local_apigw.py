@@ -84,12 +84,18 @@ RESOURCES = [
         "resourceMethods": {
             "GET": http_method(
                 "http://alb.local/products",
-                params={"integration.request.header.X-Authorized-User-Id": "''"},
+                params={
+                    "integration.request.header.X-Authorized-User-Id": "''",
+                    "integration.request.header.X-Authorized-Role": "''",
+                },
             ),
             "POST": http_method(
                 "http://alb.local/products",
                 "az1",
-                {"integration.request.header.X-Authorized-User-Id": "context.authorizer.userId"},
+                {
+                    "integration.request.header.X-Authorized-User-Id": "context.authorizer.userId",
+                    "integration.request.header.X-Authorized-Role": "context.authorizer.role",
+                },
             ),
         },
     },
@@ -131,7 +137,7 @@ class Functions:
         self.authorizer = authorizer or (
             lambda event: {
                 "principalId": "u-1",
-                "context": {"userId": "u-1"},
+                "context": {"userId": "u-1", "role": "user"},
                 "policyDocument": {
                     "Version": "2012-10-17",
                     "Statement": [
@@ -282,18 +288,24 @@ def test_authorizer_context_reaches_the_function(api):
         == "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/GET/api/users/{id}"
     )
     assert az_event["headers"]["Authorization"] == "Bearer tok"
-    assert event["requestContext"]["authorizer"] == {"principalId": "u-1", "userId": "u-1"}
+    assert event["requestContext"]["authorizer"] == {
+        "principalId": "u-1",
+        "userId": "u-1",
+        "role": "user",
+    }
     assert event["pathParameters"] == {"id": "42"}
 
 
-def test_http_proxy_maps_the_user_header_and_cannot_be_forged(api):
-    forged = [("Authorization", "Bearer tok"), ("X-Authorized-User-Id", "admin")]
-    _, _, upstream = run(api, req("POST", "/api/products", forged, b"{}"))
+def test_http_proxy_maps_the_identity_headers_and_they_cannot_be_forged(api):
+    forged = [("X-Authorized-User-Id", "admin"), ("X-Authorized-Role", "admin")]
+    _, _, upstream = run(
+        api, req("POST", "/api/products", [("Authorization", "Bearer tok"), *forged], b"{}")
+    )
     method, url, headers, _ = upstream.calls[0]
     assert (method, url) == ("POST", "http://alb.local/products")
-    assert headers["X-Authorized-User-Id"] == "u-1"
-    _, _, upstream = run(api, req("GET", "/api/products", [("X-Authorized-User-Id", "admin")]))
-    assert "X-Authorized-User-Id" not in upstream.calls[0][2]
+    assert (headers["X-Authorized-User-Id"], headers["X-Authorized-Role"]) == ("u-1", "user")
+    _, _, upstream = run(api, req("GET", "/api/products", forged))
+    assert not {"X-Authorized-User-Id", "X-Authorized-Role"} & set(upstream.calls[0][2])
 
 
 def test_http_proxy_substitutes_greedy_path_and_query(api):

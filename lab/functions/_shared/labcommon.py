@@ -28,6 +28,11 @@ logger = logging.getLogger("labcommon")
 
 ALLOW_HEADERS = "Content-Type,Authorization"
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+ADMIN, DEFAULT_ROLE = "admin", "user"
+ROLES = (DEFAULT_ROLE, ADMIN)
+# C0 and C1 control characters; multi-line text may keep tab, newline and carriage return.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_MULTILINE_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 # ---------------------------------------------------------------- AWS clients
 
@@ -141,6 +146,36 @@ def get_session(token: str | None) -> dict | None:
     return item
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the user id and role the authorizer vouched for."""
+
+    user_id: str
+    role: str = DEFAULT_ROLE
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
+
+
+def user_role(item: dict | None) -> str:
+    """The role of a user item; anything unknown counts as a plain user."""
+    role = (item or {}).get("role")
+    return role if role in ROLES else DEFAULT_ROLE
+
+
+def session_caller(token: str | None) -> Caller | None:
+    """The caller a session token stands for: None if the session is unknown or expired, or
+    its user no longer exists (a deleted account's sessions die with it)."""
+    session = get_session(token)
+    if session is None:
+        return None
+    user = users_table().get_item(Key={"userId": session["userId"]}).get("Item")
+    if user is None:
+        return None
+    return Caller(session["userId"], user_role(user))
+
+
 @dataclass
 class Request:
     event: dict
@@ -172,20 +207,30 @@ class Request:
             raise HttpError(400, "body must be a JSON object")
         return body
 
-    def caller_id(self) -> str:
-        """The authenticated user's id, or a 401."""
+    def caller(self) -> Caller:
+        """The authenticated caller, or a 401."""
         authorizer = (self.event.get("requestContext") or {}).get("authorizer") or {}
         if isinstance(authorizer.get("userId"), str) and authorizer["userId"]:
             # Set by API Gateway after the Lambda authorizer accepted the token.
-            return authorizer["userId"]
-        session = get_session(bearer_token(self.headers))
-        if session is None:
+            role = authorizer.get("role")
+            return Caller(authorizer["userId"], role if role in ROLES else DEFAULT_ROLE)
+        caller = session_caller(bearer_token(self.headers))
+        if caller is None:
             raise HttpError(401, "A valid session is required")
-        return session["userId"]
+        return caller
+
+    def caller_id(self) -> str:
+        """The authenticated user's id, or a 401."""
+        return self.caller().user_id
 
 
 def string_field(
-    body: dict, name: str, *, required: bool = True, max_len: int | None = None
+    body: dict,
+    name: str,
+    *,
+    required: bool = True,
+    max_len: int | None = None,
+    multiline: bool = False,
 ) -> str | None:
     """body[name] as a stripped, non-empty string, or a 400 naming the field."""
     value = body.get(name)
@@ -195,14 +240,23 @@ def string_field(
         return None
     if not isinstance(value, str):
         raise HttpError(400, f"field '{name}' must be a string")
-    if not is_utf8(value):
-        raise HttpError(400, f"field '{name}' must be valid Unicode text")
+    check_text(f"field '{name}'", value, multiline=multiline)
     value = value.strip()
     if not value:
         raise HttpError(400, f"field '{name}' must not be empty")
     if max_len is not None and len(value) > max_len:
         raise HttpError(400, f"field '{name}' must be at most {max_len} characters")
     return value
+
+
+def check_text(what: str, value: str, *, multiline: bool = False) -> None:
+    """A 400 naming `what` for text that can't be stored or shown safely: lone surrogates,
+    NUL and other control characters (multi-line text may keep tab and newlines)."""
+    if not is_utf8(value):
+        raise HttpError(400, f"{what} must be valid Unicode text")
+    if (CONTROL_MULTILINE_RE if multiline else CONTROL_RE).search(value):
+        allowed = " other than tab and line breaks" if multiline else ""
+        raise HttpError(400, f"{what} must not contain control characters{allowed}")
 
 
 def is_utf8(value: str) -> bool:
@@ -214,7 +268,7 @@ def is_utf8(value: str) -> bool:
     return True
 
 
-PUBLIC_USER_FIELDS = ("userId", "email", "name", "createdAt", "updatedAt")
+PUBLIC_USER_FIELDS = ("userId", "email", "name", "role", "createdAt", "updatedAt")
 
 
 def public_user(item: dict) -> dict:

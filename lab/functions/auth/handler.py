@@ -23,6 +23,7 @@ PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 HASH_ALGORITHM = "pbkdf2_sha256"
 DEFAULT_ITERATIONS = 210_000
 INVALID_LOGIN = "Invalid email or password"
+REGISTERED = "Registration received: sign in with your email and password"
 EMAIL_KEY_PREFIX = "email#"
 
 # ------------------------------------------------------------------ passwords
@@ -84,8 +85,9 @@ def _password(body: dict, *, check_strength: bool) -> str:
     password = body.get("password")
     if password is None:
         raise HttpError(400, "field 'password' is required")
-    if not isinstance(password, str) or not labcommon.is_utf8(password):
+    if not isinstance(password, str):
         raise HttpError(400, "field 'password' must be a string")
+    labcommon.check_text("field 'password'", password)
     if len(password) > PASSWORD_MAX:
         raise HttpError(400, f"field 'password' must be at most {PASSWORD_MAX} characters")
     if check_strength and len(password) < PASSWORD_MIN:
@@ -96,8 +98,9 @@ def _password(body: dict, *, check_strength: bool) -> str:
 # --------------------------------------------------------------------- routes
 
 
-def _create_user(user: dict, password_hash: str) -> None:
-    """Write the user and its email claim in one transaction, so an email is taken once."""
+def _create_user(user: dict, password_hash: str) -> bool:
+    """Write the user and its email claim in one transaction, so an email is taken once.
+    False when the email is already taken (nothing is written then)."""
     table = labcommon.users_table()
 
     def put(item: dict) -> dict:
@@ -119,11 +122,15 @@ def _create_user(user: dict, password_hash: str) -> None:
         reasons = err.response.get("CancellationReasons") or []
         codes = [r.get("Code") for r in reasons]
         if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-            raise HttpError(409, "An account with this email already exists") from None
+            return False
         raise
+    return True
 
 
 def register(req: Request) -> dict:
+    """The same answer whether the email was new or taken (a taken one is left unchanged), so
+    registering can't be used to learn which emails have accounts; the password is hashed
+    either way, so the time taken doesn't tell either."""
     body = req.json()
     email = _email(body)
     name = string_field(body, "name", max_len=NAME_MAX)
@@ -132,10 +139,12 @@ def register(req: Request) -> dict:
         "userId": str(uuid.uuid4()),
         "email": email,
         "name": name,
+        "role": labcommon.DEFAULT_ROLE,
         "createdAt": labcommon.now_iso(),
     }
-    _create_user(user, hash_password(password))
-    return json_response(201, public_user(user))
+    if not _create_user(user, hash_password(password)):
+        labcommon.logger.info("registration for an email that is already taken: ignored")
+    return json_response(202, {"email": email, "message": REGISTERED})
 
 
 def _find_user_by_email(email: str) -> dict | None:

@@ -1,4 +1,9 @@
-"""API Gateway REQUEST authorizer: `Authorization: Bearer <session token>` -> IAM policy."""
+"""API Gateway REQUEST authorizer: `Authorization: Bearer <session token>` -> IAM policy.
+
+The context carries the user's id and role (read from the users table on every call, so a
+deleted account or a changed role takes effect at once); API Gateway hands it to the Lambda
+handlers as requestContext.authorizer and to the container services as headers.
+"""
 
 from __future__ import annotations
 
@@ -46,12 +51,12 @@ def _token(event: dict) -> str | None:
 
 def lambda_handler(event: dict, context: Any) -> dict:
     event = event if isinstance(event, dict) else {}
-    session = labcommon.get_session(_token(event))
-    if session is None:
+    caller = labcommon.session_caller(_token(event))
+    if caller is None:
         # This exact message is API Gateway's documented way to answer 401.
         raise Exception("Unauthorized")
-    user_id = session["userId"]
     resource = api_wide_arn(event.get("methodArn"))
     if resource is None:
-        return _policy(user_id, "Deny", "*")
-    return _policy(user_id, "Allow", resource, {"userId": user_id})
+        return _policy(caller.user_id, "Deny", "*")
+    context = {"userId": caller.user_id, "role": caller.role}
+    return _policy(caller.user_id, "Allow", resource, context)

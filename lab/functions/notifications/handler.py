@@ -29,7 +29,7 @@ def _user_prefix(user_id: str) -> str:
 def create_notification(req: Request) -> dict:
     user_id = req.caller_id()
     body = req.json()
-    message = string_field(body, "message", max_len=MESSAGE_MAX)
+    message = string_field(body, "message", max_len=MESSAGE_MAX, multiline=True)
     subject = string_field(body, "subject", required=False, max_len=SUBJECT_MAX)
     now = datetime.now(UTC)
     note = {

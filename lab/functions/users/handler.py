@@ -1,4 +1,9 @@
-"""Users service: list, read and update users. Every route needs a session."""
+"""Users service: list, read, update and delete users. Every route needs a session.
+
+A plain user reaches only their own account (the list holds just them); an admin reaches
+every account. Nobody changes a role through the API, and admin accounts can't be deleted
+through it (msctl made the lab's admin and keeps its password in Secrets Manager).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import re
 import labcommon
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
-from labcommon import HttpError, Request, json_response, public_user, string_field
+from labcommon import Caller, HttpError, Request, json_response, public_user, string_field
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 NAME_MAX = 100
@@ -79,16 +84,34 @@ def _scan_users(limit: int, start: dict | None) -> tuple[list[dict], dict | None
 
 def _target_user_id(req: Request) -> str:
     user_id = req.params.get("id") or ""
+    labcommon.check_text("path parameter 'id'", user_id)
     if not user_id or len(user_id) > USER_ID_MAX or user_id.startswith(EMAIL_KEY_PREFIX):
         raise HttpError(404, "User not found")
     return user_id
 
 
+def _own_or_admin(caller: Caller, user_id: str, verb: str) -> None:
+    if user_id != caller.user_id and not caller.is_admin:
+        raise HttpError(403, f"You can only {verb} your own profile")
+
+
+def _read_user(user_id: str) -> dict:
+    item = labcommon.users_table().get_item(Key={"userId": user_id}).get("Item")
+    if not item:
+        raise HttpError(404, "User not found")
+    return item
+
+
 def list_users(req: Request) -> dict:
-    req.caller_id()
+    caller = req.caller()
     limit = _limit(req.query)
     token = req.query.get("nextToken")
-    users, last_key = _scan_users(limit, decode_next_token(token) if token else None)
+    start = decode_next_token(token) if token else None
+    if not caller.is_admin:
+        # No other user's email to a plain user: their list holds only themselves.
+        item = labcommon.users_table().get_item(Key={"userId": caller.user_id}).get("Item")
+        return json_response(200, {"users": [public_user(item)] if item else [], "nextToken": None})
+    users, last_key = _scan_users(limit, start)
     body = {
         "users": [public_user(u) for u in users],
         "nextToken": encode_next_token(last_key) if last_key else None,
@@ -97,19 +120,16 @@ def list_users(req: Request) -> dict:
 
 
 def get_user(req: Request) -> dict:
-    req.caller_id()
+    caller = req.caller()
     user_id = _target_user_id(req)
-    item = labcommon.users_table().get_item(Key={"userId": user_id}).get("Item")
-    if not item:
-        raise HttpError(404, "User not found")
-    return json_response(200, public_user(item))
+    _own_or_admin(caller, user_id, "read")
+    return json_response(200, public_user(_read_user(user_id)))
 
 
 def update_user(req: Request) -> dict:
-    caller = req.caller_id()
+    caller = req.caller()
     user_id = _target_user_id(req)
-    if user_id != caller:
-        raise HttpError(403, "You can only update your own profile")
+    _own_or_admin(caller, user_id, "update")
     body = req.json()
     unknown = sorted(set(body) - UPDATABLE_FIELDS)
     if unknown:
@@ -131,9 +151,60 @@ def update_user(req: Request) -> dict:
     return json_response(200, public_user(result["Attributes"]))
 
 
+def delete_user(req: Request) -> dict:
+    """The user, its email claim (in one transaction) and then its sessions."""
+    caller = req.caller()
+    user_id = _target_user_id(req)
+    _own_or_admin(caller, user_id, "delete")
+    item = _read_user(user_id)
+    if labcommon.user_role(item) == labcommon.ADMIN:
+        raise HttpError(403, "An admin account can't be deleted through the API")
+    table = labcommon.users_table()
+    user_part = {
+        "TableName": table.name,
+        "Key": {"userId": user_id},
+        # Still the account that was read, and still not an admin.
+        "ConditionExpression": (
+            "email = :email AND (attribute_not_exists(#role) OR #role <> :admin)"
+        ),
+        "ExpressionAttributeNames": {"#role": "role"},
+        "ExpressionAttributeValues": {":email": item["email"], ":admin": labcommon.ADMIN},
+    }
+    claim_part = {
+        "TableName": table.name,
+        "Key": {"userId": EMAIL_KEY_PREFIX + item["email"]},
+        "ConditionExpression": "attribute_not_exists(userId) OR ownerId = :owner",
+        "ExpressionAttributeValues": {":owner": user_id},
+    }
+    try:
+        table.meta.client.transact_write_items(
+            TransactItems=[{"Delete": user_part}, {"Delete": claim_part}]
+        )
+    except ClientError as err:
+        if err.response["Error"]["Code"] == "TransactionCanceledException":
+            raise HttpError(404, "User not found") from None
+        raise
+    _end_sessions(user_id)
+    return json_response(204, None)
+
+
+def _end_sessions(user_id: str) -> None:
+    # Sessions are keyed by token; a deleted user's sessions already fail the authorizer
+    # (it reads the user), this only removes them.
+    table = labcommon.sessions_table()
+    kwargs = {"FilterExpression": Attr("userId").eq(user_id), "ProjectionExpression": "sessionId"}
+    while True:
+        page = table.scan(**kwargs)
+        for session in page["Items"]:
+            table.delete_item(Key={"sessionId": session["sessionId"]})
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 ROUTES = {
     "/users": {"GET": list_users},
-    "/users/{id}": {"GET": get_user, "PUT": update_user},
+    "/users/{id}": {"GET": get_user, "PUT": update_user, "DELETE": delete_user},
 }
 
 lambda_handler = labcommon.api(ROUTES)

@@ -11,9 +11,10 @@ optional DB_SSLMODE, DB_CONNECT_TIMEOUT (3), DB_POOL_MIN (1), DB_POOL_MAX (10),
 DB_POOL_TIMEOUT (3), MAX_BODY_BYTES (65536), LOG_LEVEL (INFO).
 
 Every /orders route needs the ``X-Authorized-User-Id`` header, which API
-Gateway sets from its authorizer; callers only ever see their own orders.
-Placing an order locks the product row, checks and decrements its stock and
-records the order in one transaction, so concurrent orders never oversell.
+Gateway sets from its authorizer; callers only ever see (and cancel) their own
+orders. Placing an order locks the product row, checks and decrements its stock
+and records the order in one transaction, so concurrent orders never oversell;
+cancelling one deletes it and puts its quantity back in the same way.
 """
 
 from __future__ import annotations
@@ -495,6 +496,25 @@ def create_app(
         if row is None:
             raise _not_found()
         return jsonify(order_json(row))
+
+    @app.delete("/orders/<int:order_id>")
+    def cancel_order(order_id: int) -> tuple[str, int]:
+        user = _require_user()
+        if order_id > INT32_MAX:
+            raise _not_found()
+        with db.connection() as conn:
+            row = conn.execute(
+                "DELETE FROM orders WHERE id = %s AND user_id = %s RETURNING product_id, quantity",
+                (order_id, user),
+            ).fetchone()
+            if row is None:
+                raise _not_found()  # someone else's order is no different from none
+            conn.execute(  # capped: an admin may have raised the stock since
+                "UPDATE products SET stock = LEAST(stock::bigint + %s, %s) WHERE id = %s",
+                (row[1], INT32_MAX, row[0]),
+            )
+        log.info("order %s cancelled by %s: product %s x%s back in stock", order_id, user, *row)
+        return "", 204
 
     return app
 

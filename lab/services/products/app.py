@@ -10,8 +10,9 @@ RDS-managed secret holding the user and password; AWS_REGION) or DB_USER and DB_
 optional DB_SSLMODE, DB_CONNECT_TIMEOUT (3), DB_POOL_MIN (1), DB_POOL_MAX (10),
 DB_POOL_TIMEOUT (3), MAX_BODY_BYTES (65536), LOG_LEVEL (INFO).
 
-Writes need the ``X-Authorized-User-Id`` header, which API Gateway sets from
-its authorizer. Unlike the seed, this service keeps one connection pool per
+Writes need the ``X-Authorized-User-Id`` header (401 without it) and
+``X-Authorized-Role: admin`` (403 otherwise), which API Gateway sets from its
+authorizer. Unlike the seed, this service keeps one connection pool per
 process, migrates its schema whenever it starts (under any server), validates
 every input and never returns exception text to clients.
 """
@@ -43,6 +44,12 @@ from werkzeug.exceptions import HTTPException
 
 SERVICE = "products"
 USER_HEADER = "X-Authorized-User-Id"
+ROLE_HEADER = "X-Authorized-Role"
+ADMIN_ROLE = "admin"
+# C0 and C1 control characters (PostgreSQL refuses NUL in text); multi-line text may keep
+# tab, newline and carriage return.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 #: pg_advisory_xact_lock key shared by the products and orders services, so
 #: their migrations never run at the same time (ascii "msct").
 MIGRATION_LOCK_KEY = 0x6D736374
@@ -336,7 +343,28 @@ def _require_user() -> str:
     return user
 
 
+def _require_admin() -> str:
+    user = _require_user()
+    if request.headers.get(ROLE_HEADER, "").strip() != ADMIN_ROLE:
+        raise ApiError(403, {"error": "the admin role is required to change products"})
+    return user
+
+
 # -- validation ---------------------------------------------------------------
+
+
+def text_problem(value: str, *, multiline: bool = False) -> str | None:
+    """Why a text can't be stored (lone surrogates, control characters), or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text"
+    if (CONTROL_MULTILINE if multiline else CONTROL).search(value):
+        return "must not contain control characters" + (
+            " other than tab and line breaks" if multiline else ""
+        )
+    return None
+
 
 _DECIMAL_STRING = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
@@ -380,6 +408,8 @@ def validate_product(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
         name = data["name"]
         if not isinstance(name, str) or not name.strip():
             errors["name"] = "must be a non-empty string"
+        elif problem := text_problem(name):
+            errors["name"] = problem
         elif len(name.strip()) > 255:
             errors["name"] = "must be at most 255 characters"
         else:
@@ -391,6 +421,8 @@ def validate_product(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
         description = data["description"]
         if description is not None and not isinstance(description, str):
             errors["description"] = "must be a string or null"
+        elif description is not None and (problem := text_problem(description, multiline=True)):
+            errors["description"] = problem
         elif description is not None and len(description) > MAX_DESCRIPTION:
             errors["description"] = f"must be at most {MAX_DESCRIPTION} characters"
         else:
@@ -541,7 +573,7 @@ def create_app(
 
     @app.post("/products")
     def create_product() -> tuple[Response, int]:
-        user = _require_user()
+        user = _require_admin()
         values = validate_product(_json_object(), partial=False)
         with db.connection() as conn:
             row = conn.execute(
@@ -555,7 +587,7 @@ def create_app(
 
     @app.put("/products/<int:product_id>")
     def update_product(product_id: int) -> Response:
-        user = _require_user()
+        user = _require_admin()
         values = validate_product(_json_object(), partial=True)
         if product_id > INT32_MAX:
             raise _not_found()
@@ -575,7 +607,7 @@ def create_app(
 
     @app.delete("/products/<int:product_id>")
     def delete_product(product_id: int) -> tuple[str, int]:
-        user = _require_user()
+        user = _require_admin()
         if product_id > INT32_MAX:
             raise _not_found()
         try:

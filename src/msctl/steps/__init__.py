@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .admin import AdminStep
 from .alb import AlbStep
 from .apigw import ApigwStep
 from .base import LabStep
@@ -25,6 +26,7 @@ STEP_CLASSES: tuple[type[LabStep], ...] = (
     NatStep,
     SgStep,
     DynamoDbStep,
+    AdminStep,
     S3Step,
     RdsStep,
     IamStep,

@@ -10,12 +10,13 @@ methods and resources that aren't in it are deleted.
 - `/api/auth/*` -> the auth function, open (it checks its own session token).
 - `/api/users*`, `/api/notifications` -> their functions, behind the REQUEST authorizer
   (TTL 0, so a logout takes effect at once); the handlers trust
-  `requestContext.authorizer.userId`.
+  `requestContext.authorizer.userId` and `.role`.
 - `/api/products` and `/api/products/{proxy+}` -> HTTP_PROXY to the ALB, as explicit methods:
   GET open, POST/PUT/DELETE behind the authorizer. `/api/orders*` -> ALB, ANY, all guarded.
-  The container services read the caller from `X-Authorized-User-Id`: on guarded methods
-  API Gateway sets it from `context.authorizer.userId` (overwriting any client value); on open
-  ones it is mapped to the constant `''` so a client-sent value is never passed through.
+  The container services read the caller from `X-Authorized-User-Id` and
+  `X-Authorized-Role`: on guarded methods API Gateway sets them from the authorizer's context
+  (overwriting any client value); on open ones they are mapped to the constant `''` so a
+  client-sent value is never passed through.
 - OPTIONS on every resource: a MOCK answering the CORS headers of `cors.*`. A MOCK response
   is static, so it can name one origin only: `*` when cors.allowed_origins is ["*"], else
   the first origin listed (serve the site from one origin, or answer CORS in the backends).

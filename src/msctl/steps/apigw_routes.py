@@ -13,10 +13,12 @@ from ..resources.base import absent
 
 API_PREFIX = "/api"  # what cloudfront.api_path_pattern (/api/*) forwards, unchanged
 LAMBDA_PATH = "lambda:path/2015-03-31/functions"
-USER_HEADER = "X-Authorized-User-Id"
-USER_HEADER_PARAM = f"integration.request.header.{USER_HEADER}"
-AUTHORIZER_USER = "context.authorizer.userId"
-NO_USER = "''"  # a static value: API Gateway sends an empty header instead of the client's
+# The caller as the container services see it: header -> the authorizer context key API
+# Gateway sets it from on guarded methods. On open methods it is the static value NO_CALLER,
+# so API Gateway sends an empty header instead of whatever the client sent.
+IDENTITY_HEADERS = {"X-Authorized-User-Id": "userId", "X-Authorized-Role": "role"}
+HEADER_PARAM = "integration.request.header.{}"
+NO_CALLER = "''"
 PROXY_PARAM = "method.request.path.proxy"
 PROXY_TARGET = "integration.request.path.proxy"
 CORS_PARAM = "method.response.header.Access-Control-Allow-{}"
@@ -34,6 +36,7 @@ LAMBDA_ROUTES: tuple[tuple[str, str, str, bool], ...] = (
     ("/users", "GET", "users", True),
     ("/users/{id}", "GET", "users", True),
     ("/users/{id}", "PUT", "users", True),
+    ("/users/{id}", "DELETE", "users", True),
     ("/notifications", "GET", "notifications", True),
     ("/notifications", "POST", "notifications", True),
 )
@@ -145,7 +148,10 @@ def desired_method(route: Route, t: Targets) -> dict:
         integration.update(httpMethod="POST", uri=lambda_uri(t.region, t.functions[route.target]))
     elif route.integration == "HTTP_PROXY":
         base = f"http://{t.alb_dns}/{route.target}"
-        params = {USER_HEADER_PARAM: AUTHORIZER_USER if route.guarded else NO_USER}
+        params = {
+            HEADER_PARAM.format(header): f"context.authorizer.{key}" if route.guarded else NO_CALLER
+            for header, key in IDENTITY_HEADERS.items()
+        }
         if route.proxy:
             method_params[PROXY_PARAM] = True
             params[PROXY_TARGET] = PROXY_PARAM

@@ -155,3 +155,45 @@ def test_dsn_quotes_awkward_passwords(tmp_path: Path) -> None:
     awkward = "it's a \\ pass word"
     server = LocalPostgres(tmp_path / "data", 5432, password=awkward)
     assert conninfo_to_dict(server.dsn("db"))["password"] == awkward
+
+
+def test_socket_only_refuses_tcp_and_serves_the_socket(
+    server_dir: Path, unused_port: int, pg_bin: Path
+) -> None:
+    known = "the-emulators-password"
+    with LocalPostgres(server_dir / "data", unused_port, ephemeral=True, tcp=False) as server:
+        socket_dir = server.socket_dir
+        assert socket_dir == server_dir / "data" / "sockets"
+        assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o700
+        tcp = f"host=127.0.0.1 port={unused_port} user=postgres password={known}"
+        with pytest.raises(psycopg.OperationalError, match="refused"):
+            psycopg.connect(tcp, connect_timeout=5).close()
+        env = server.service_env("postgres")
+        assert env["DB_HOST"] == str(socket_dir) and "DB_PASSWORD" not in env
+        with psycopg.connect(host=env["DB_HOST"], port=env["DB_PORT"], user="postgres") as conn:
+            assert conn.execute("SHOW listen_addresses").fetchone() == ("",)
+        hba = (server_dir / "data" / "pg_hba.conf").read_text()
+        host_rules = [ln.split()[-1] for ln in hba.splitlines() if ln.startswith("host")]
+        assert host_rules and set(host_rules) == {"reject"}  # no password to guess, ever
+    assert not server.is_running()
+
+
+def test_a_long_data_dir_gets_a_short_private_socket_dir(
+    server_dir: Path, unused_port: int, pg_bin: Path
+) -> None:
+    deep = server_dir.joinpath(*["d" * 20] * 5, "data")
+    deep.parent.mkdir(parents=True)
+    for parent in deep.parents:  # as root, the postgres user must reach it
+        if parent == server_dir:
+            break
+        parent.chmod(0o711)
+    assert len(str(deep / "sockets" / f".s.PGSQL.{unused_port}")) > 107
+    with LocalPostgres(deep, unused_port, ephemeral=True, tcp=False) as server:
+        socket_dir = server.socket_dir
+        assert socket_dir.parent == Path("/tmp") and socket_dir.name.startswith("msctl-pg-")
+        assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o700
+        # Another LocalPostgres of the same cluster finds it (the data plane restarted).
+        assert LocalPostgres(deep, unused_port, tcp=False).socket_dir == socket_dir
+        with psycopg.connect(server.dsn()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert not socket_dir.exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-USER = {"X-Authorized-User-Id": "user-1"}
+USER = {"X-Authorized-User-Id": "user-1", "X-Authorized-Role": "admin"}
 
 
 def tables(dsn: str) -> set[str]:

@@ -53,7 +53,7 @@ def test_parallel_orders_never_oversell(orders_url: str, products: Any, dsn: str
     created = products.post(
         "/products",
         json={"name": "Limited", "price": "10.00", "stock": STOCK},
-        headers={"X-Authorized-User-Id": "seller"},
+        headers={"X-Authorized-User-Id": "seller", "X-Authorized-Role": "admin"},
     )
     product_id = created.get_json()["id"]
     barrier = threading.Barrier(PARALLEL_ORDERS)

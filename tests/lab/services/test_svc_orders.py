@@ -9,11 +9,12 @@ import pytest
 
 ALICE = {"X-Authorized-User-Id": "alice"}
 BOB = {"X-Authorized-User-Id": "bob"}
+ADMIN = {"X-Authorized-User-Id": "admin", "X-Authorized-Role": "admin"}
 
 
 def new_product(products: Any, stock: int, price: str = "2.50") -> int:
     response = products.post(
-        "/products", json={"name": "Thing", "price": price, "stock": stock}, headers=ALICE
+        "/products", json={"name": "Thing", "price": price, "stock": stock}, headers=ADMIN
     )
     assert response.status_code == 201
     return response.get_json()["id"]
@@ -47,7 +48,7 @@ def test_unit_price_is_the_price_at_order_time(orders: Any, products: Any) -> No
     order = orders.post(
         "/orders", json={"productId": product_id, "quantity": 1}, headers=ALICE
     ).get_json()
-    products.put(f"/products/{product_id}", json={"price": "9.99"}, headers=ALICE)
+    products.put(f"/products/{product_id}", json={"price": "9.99"}, headers=ADMIN)
     assert orders.get(f"/orders/{order['id']}", headers=ALICE).get_json()["unitPrice"] == "2.50"
 
 
@@ -140,9 +141,48 @@ def test_missing_order_is_404(orders: Any, path: str) -> None:
 
 def test_unknown_route_and_wrong_method_are_json(orders: Any) -> None:
     assert orders.get("/nope").get_json() == {"error": "not found"}
-    wrong = orders.delete("/orders/1", headers=ALICE)
+    wrong = orders.put("/orders/1", headers=ALICE)
     assert wrong.status_code == 405
     assert wrong.get_json() == {"error": "method not allowed"}
+
+
+def test_cancelling_an_order_puts_its_stock_back(orders: Any, products: Any) -> None:
+    product_id = new_product(products, stock=5)
+    placed = orders.post("/orders", json={"productId": product_id, "quantity": 3}, headers=ALICE)
+    kept = orders.post("/orders", json={"productId": product_id, "quantity": 1}, headers=ALICE)
+    assert stock_of(products, product_id) == 1
+    response = orders.delete(f"/orders/{placed.get_json()['id']}", headers=ALICE)
+    assert (response.status_code, response.data) == (204, b"")
+    assert stock_of(products, product_id) == 4
+    assert orders.get("/orders", headers=ALICE).get_json() == [kept.get_json()]
+    again = orders.delete(f"/orders/{placed.get_json()['id']}", headers=ALICE)
+    assert again.status_code == 404 and stock_of(products, product_id) == 4
+
+
+def test_nobody_cancels_someone_elses_order(orders: Any, products: Any) -> None:
+    product_id = new_product(products, stock=5)
+    order = orders.post("/orders", json={"productId": product_id, "quantity": 2}, headers=ALICE)
+    path = f"/orders/{order.get_json()['id']}"
+    for who in (BOB, ADMIN):
+        response = orders.delete(path, headers=who)
+        assert response.status_code == 404
+        assert response.get_json() == {"error": "order not found"}
+    assert orders.delete(path).status_code == 401
+    assert stock_of(products, product_id) == 3
+    assert orders.get(path, headers=ALICE).status_code == 200
+
+
+def test_a_cancelled_orders_product_can_be_deleted(orders: Any, products: Any) -> None:
+    product_id = new_product(products, stock=2)
+    order = orders.post("/orders", json={"productId": product_id, "quantity": 1}, headers=ALICE)
+    assert products.delete(f"/products/{product_id}", headers=ADMIN).status_code == 409
+    orders.delete(f"/orders/{order.get_json()['id']}", headers=ALICE)
+    assert products.delete(f"/products/{product_id}", headers=ADMIN).status_code == 204
+
+
+@pytest.mark.parametrize("path", ["/orders/999", "/orders/abc", f"/orders/{2**31}"])
+def test_cancelling_a_missing_order_is_404(orders: Any, path: str) -> None:
+    assert orders.delete(path, headers=ALICE).status_code == 404
 
 
 def test_order_rows_match_the_schema(orders: Any, products: Any, dsn: str) -> None:
