@@ -283,13 +283,14 @@ def test_cloudwatch_lifecycle(cw_lab):
     outputs = assert_lifecycle(
         cw_lab,
         "cloudwatch",
-        {("dashboard", "microservices-dashboard")} | {("alarm", s["AlarmName"]) for s in specs},
+        {("dashboard", "microservices-dashboard"), ("sns-topic", "microservices-alarms")}
+        | {("alarm", s["AlarmName"]) for s in specs},
     )
     assert outputs["dashboard"] == "microservices-dashboard"
     assert outputs["alarm_names"] == [s["AlarmName"] for s in specs]
     assert all(n.startswith("microservices-") for n in outputs["alarm_names"])
-    assert outputs["topic_arn"] is None
-    assert alarms(cw_lab.config.lab) == {}
+    assert outputs["topic_arn"].endswith(":microservices-alarms")
+    assert alarms(cw_lab.config.lab) == {} and topics("microservices-alarms") == []
     assert client("cloudwatch").list_dashboards()["DashboardEntries"] == []
 
 
@@ -357,9 +358,11 @@ def test_dashboard_and_alarms_name_only_what_the_lab_has(cw_lab):
 
     found = alarms(config.lab)
     assert set(found) == set(result.results["cloudwatch"].outputs["alarm_names"])
+    # Every alarm notifies the topic, email or not (AWS FSBP CloudWatch.15).
+    (topic,) = topics("microservices-alarms")
     for alarm in found.values():
         assert_exists({d["Name"]: d["Value"] for d in alarm["Dimensions"]})
-        assert alarm["AlarmActions"] == []
+        assert alarm["AlarmActions"] == [topic] and alarm["ActionsEnabled"] is True
     five = found["microservices-api-5xx-rate"]
     assert (five["MetricName"], five["Statistic"], five["Threshold"]) == (
         "5XXError",
@@ -400,7 +403,7 @@ def test_dashboard_and_alarms_name_only_what_the_lab_has(cw_lab):
     assert [c.name for c in res.checks if not c.ok] == ["log-group /ecs/microservices-orders"]
 
 
-def test_alarm_email_adds_a_topic_and_removing_it_removes_the_topic(quick_cw_lab):
+def test_alarm_email_subscribes_to_the_topic_and_removing_it_unsubscribes(quick_cw_lab):
     cw_lab = quick_cw_lab
     use_config(cw_lab, f"cloudwatch.alarm_email={EMAIL}")
     cw_lab.run("apply", ["cloudwatch"])
@@ -415,15 +418,15 @@ def test_alarm_email_adds_a_topic_and_removing_it_removes_the_topic(quick_cw_lab
     cw_lab.run("apply", ["cloudwatch"])
     assert cw_lab.recorder.mutating() == []  # no second subscription, nothing re-put
 
-    use_config(cw_lab)  # alarm_email back to null
+    use_config(cw_lab)  # alarm_email back to null: the topic and the alarms' action stay
     plan = cw_lab.run("plan", ["cloudwatch"])
-    changes = {(c.action, c.kind) for c in cw_lab.changes(plan, "cloudwatch")}
-    assert changes == {("delete", "sns-topic"), ("update", "alarm")}
+    changes = {(c.action, c.kind, c.name) for c in cw_lab.changes(plan, "cloudwatch")}
+    assert changes == {("delete", "subscription", f"{name} email {EMAIL}")}
     cw_lab.run("apply", ["cloudwatch"])
-    assert topics(name) == []
+    assert topics(name) == [topic]
     assert client("sns").list_subscriptions()["Subscriptions"] == []
-    assert all(a["AlarmActions"] == [] for a in alarms(cw_lab.config.lab).values())
-    assert cw_lab.state.outputs("cloudwatch")["topic_arn"] is None
+    assert all(a["AlarmActions"] == [topic] for a in alarms(cw_lab.config.lab).values())
+    assert cw_lab.state.outputs("cloudwatch")["topic_arn"] == topic
 
     use_config(cw_lab, f"cloudwatch.alarm_email={EMAIL}")
     cw_lab.run("apply", ["cloudwatch"])

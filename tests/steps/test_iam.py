@@ -13,11 +13,10 @@ from msctl.steps.iam import (
     POLICY_NAME,
     WILDCARD_ACTIONS,
     IamStep,
-    lambda_policy,
+    function_policy,
     normalize,
     task_execution_policy,
     task_policy,
-    trust_policy,
 )
 from msctl.steps.run import StepRun
 
@@ -107,7 +106,8 @@ def iam_client():
 
 
 def role_names(config) -> list[str]:
-    return [config.iam.lambda_role, config.iam.task_execution_role, config.iam.task_role]
+    iam = config.iam
+    return [*iam.lambda_roles.values(), iam.task_execution_role, iam.task_role]
 
 
 def inline(role: str) -> dict:
@@ -123,7 +123,16 @@ def statements(document) -> list[dict]:
         for key in ("Action", "Resource"):
             if isinstance(s.get(key), str):
                 s[key] = [s[key]]
+        for values in (s.get("Condition") or {}).values():
+            for key, value in values.items():
+                values[key] = [value] if isinstance(value, str) else value
     return out
+
+
+def trusts(role: str) -> list[tuple]:
+    """(effect, principal, actions, condition) of each statement of the role's trust policy."""
+    got = iam_client().get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    return [(s["Effect"], s["Principal"], s["Action"], s.get("Condition")) for s in statements(got)]
 
 
 # ---------------------------------------------------------------- tests
@@ -132,9 +141,13 @@ def statements(document) -> list[dict]:
 def test_iam_lifecycle(iam_lab):
     names = role_names(iam_lab.config)
     outputs = assert_lifecycle(iam_lab, "iam", {("iam-role", n) for n in names})
-    assert outputs["lambda_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names[0]}"
-    assert outputs["task_execution_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names[1]}"
-    assert outputs["task_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names[2]}"
+    cfg = iam_lab.config.iam
+    assert outputs["lambda_role_arns"] == {
+        key: f"arn:aws:iam::{ACCOUNT}:role/{name}" for key, name in cfg.lambda_roles.items()
+    }
+    assert len(set(outputs["lambda_role_arns"].values())) == 4  # one role per function
+    assert outputs["task_execution_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names[4]}"
+    assert outputs["task_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/{names[5]}"
     left = {r["RoleName"] for r in iam_client().list_roles()["Roles"]}
     assert left.isdisjoint(names)
 
@@ -147,37 +160,79 @@ def test_iam_plan_before_its_inputs_exist_lists_the_roles(iam_lab):
     }
 
 
-def test_iam_policies_grant_only_the_labs_resources(iam_lab):
-    iam_lab.run("apply", ["iam"])
+def expected_grants(iam_lab) -> dict[str, dict[str, set[str]]]:
+    """Every action each role may take, on exactly which resources: what the functions'
+    code calls (lab/functions), the services' pulls and logs, the task's secret and X-Ray."""
     cfg = iam_lab.config
     ctx = iam_lab.ctx
-    tables = set(ctx.outputs_of("dynamodb")["tables"].values())
+    tables = ctx.outputs_of("dynamodb")["tables"]
+    users, sessions = tables["microservices-users"], tables["microservices-sessions"]
     bucket_arn = ctx.outputs_of("s3")["bucket_arn"]
-    secret_arn = ctx.outputs_of("rds")["secret_arn"]
     logs = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:"
-    lambda_logs = {f"{logs}/aws/lambda/{f.name}:*" for f in cfg.lambda_.functions.values()}
+    xray = {"xray:PutTraceSegments": {"*"}, "xray:PutTelemetryRecords": {"*"}}
+
+    def function(key: str, grants: dict[str, set[str]]) -> dict[str, set[str]]:
+        own_logs = {f"{logs}/aws/lambda/{cfg.lambda_.functions[key].name}:*"}
+        return {**grants, "logs:CreateLogStream": own_logs, "logs:PutLogEvents": own_logs, **xray}
+
+    roles = cfg.iam.lambda_roles
     ecs_logs = {f"{logs}{s.log_group}:*" for s in cfg.ecs.services.values()}
     repos = {
         f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{r}" for r in cfg.ecr.repositories.values()
     }
-    allowed = {
-        cfg.iam.lambda_role: tables | {bucket_arn, f"{bucket_arn}/notifications/*"} | lambda_logs,
-        cfg.iam.task_execution_role: repos | ecs_logs,
-        cfg.iam.task_role: {secret_arn},
+    return {
+        roles["auth"]: function(
+            "auth",
+            {
+                "dynamodb:GetItem": {users, sessions},
+                "dynamodb:PutItem": {users, sessions},
+                "dynamodb:DeleteItem": {sessions},
+            },
+        ),
+        roles["users"]: function(
+            "users",
+            {
+                "dynamodb:GetItem": {users},
+                "dynamodb:UpdateItem": {users},
+                "dynamodb:Scan": {users, sessions},
+                "dynamodb:DeleteItem": {users, sessions},
+            },
+        ),
+        # No table at all: the caller comes from the authorizer.
+        roles["notifications"]: function(
+            "notifications",
+            {
+                "s3:GetObject": {f"{bucket_arn}/notifications/*"},
+                "s3:PutObject": {f"{bucket_arn}/notifications/*"},
+                "s3:ListBucket": {bucket_arn},
+            },
+        ),
+        # Reads only: the session, then its user (for the role).
+        roles["authorizer"]: function("authorizer", {"dynamodb:GetItem": {sessions, users}}),
+        cfg.iam.task_execution_role: {
+            "ecr:GetAuthorizationToken": {"*"},
+            "ecr:BatchCheckLayerAvailability": repos,
+            "ecr:BatchGetImage": repos,
+            "ecr:GetDownloadUrlForLayer": repos,
+            "logs:CreateLogStream": ecs_logs,
+            "logs:PutLogEvents": ecs_logs,
+        },
+        cfg.iam.task_role: {
+            **xray,
+            "xray:GetSamplingRules": {"*"},
+            "xray:GetSamplingTargets": {"*"},
+            "secretsmanager:GetSecretValue": {ctx.outputs_of("rds")["secret_arn"]},
+        },
     }
-    trusted = {
-        cfg.iam.lambda_role: "lambda.amazonaws.com",
-        cfg.iam.task_execution_role: "ecs-tasks.amazonaws.com",
-        cfg.iam.task_role: "ecs-tasks.amazonaws.com",
-    }
+
+
+def test_iam_policies_grant_only_the_labs_resources(iam_lab):
+    iam_lab.run("apply", ["iam"])
+    cfg = iam_lab.config
     iam = iam_client()
     granted: dict[str, dict[str, set[str]]] = {}
-    for role, principal in trusted.items():
+    for role in role_names(cfg):
         got = iam.get_role(RoleName=role)["Role"]
-        trust = statements(got["AssumeRolePolicyDocument"])
-        assert [(s["Effect"], s["Principal"], s["Action"]) for s in trust] == [
-            ("Allow", {"Service": principal}, ["sts:AssumeRole"])
-        ]
         tags = {t["Key"]: t["Value"] for t in got["Tags"]}
         assert tags["msctl:lab"] == cfg.lab and tags["msctl:step"] == "iam"
         assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
@@ -190,53 +245,42 @@ def test_iam_policies_grant_only_the_labs_resources(iam_lab):
                 service, _, verb = action.partition(":")
                 assert "*" not in action and service and verb, action
                 granted[role].setdefault(action, set()).update(s["Resource"])
-            for resource in s["Resource"]:
-                if resource == "*":
-                    assert set(s["Action"]) <= WILDCARD_ACTIONS, s
-                else:
-                    assert resource in allowed[role], (role, resource)
-
-    lam = granted[cfg.iam.lambda_role]
-    assert "logs:CreateLogGroup" not in lam
-    assert not any(
-        a.startswith(("iam:", "sts:", "kms:")) for r in granted for a in granted[r]
-    )  # the RDS secret uses the AWS managed key: no kms:Decrypt
-    for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"):
-        assert lam[action] == tables
-    assert lam["dynamodb:DeleteItem"] == tables and lam["dynamodb:Scan"] == tables
-    assert lam["s3:PutObject"] == lam["s3:GetObject"] == {f"{bucket_arn}/notifications/*"}
-    assert lam["s3:ListBucket"] == {bucket_arn}
-    assert lam["logs:PutLogEvents"] == lam["logs:CreateLogStream"] == lambda_logs
-    assert lam["xray:PutTraceSegments"] == {"*"}
+            if s["Resource"] == ["*"]:
+                assert set(s["Action"]) <= WILDCARD_ACTIONS, s
+    assert granted == expected_grants(iam_lab)
+    # the RDS secret uses the AWS managed key: no kms:Decrypt; nothing of IAM or STS
+    assert not any(a.startswith(("iam:", "sts:", "kms:")) for r in granted for a in granted[r])
     listing = next(
         s
-        for s in statements(inline(cfg.iam.lambda_role)[POLICY_NAME])
+        for s in statements(inline(cfg.iam.lambda_roles["notifications"])[POLICY_NAME])
         if "s3:ListBucket" in s["Action"]
     )
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["notifications/*"]}}
 
-    execution = granted[cfg.iam.task_execution_role]
-    assert execution["ecr:GetAuthorizationToken"] == {"*"}
-    assert execution["ecr:BatchGetImage"] == repos
-    assert execution["logs:PutLogEvents"] == ecs_logs
-    # ECS injects no secret: the services read the rotating one with the task role
-    assert not any(a.startswith("secretsmanager:") for a in execution)
 
-    task = granted[cfg.iam.task_role]
-    assert task == {
-        "xray:PutTraceSegments": {"*"},
-        "xray:PutTelemetryRecords": {"*"},
-        "xray:GetSamplingRules": {"*"},
-        "xray:GetSamplingTargets": {"*"},
-        "secretsmanager:GetSecretValue": {secret_arn},
-    }
+def test_every_role_trusts_one_service_for_this_account_only(iam_lab):
+    iam_lab.run("apply", ["iam"])
+    cfg = iam_lab.config.iam
+    account = {"StringEquals": {"aws:SourceAccount": [ACCOUNT]}}
+    for role in cfg.lambda_roles.values():
+        assert trusts(role) == [
+            ("Allow", {"Service": "lambda.amazonaws.com"}, ["sts:AssumeRole"], account)
+        ]
+    assert trusts(cfg.task_execution_role) == [
+        ("Allow", {"Service": "ecs-tasks.amazonaws.com"}, ["sts:AssumeRole"], account)
+    ]
+    # AWS's ECS guide: the task role also by the region's ECS as the source
+    ecs = {**account, "ArnLike": {"aws:SourceArn": [f"arn:aws:ecs:{REGION}:{ACCOUNT}:*"]}}
+    assert trusts(cfg.task_role) == [
+        ("Allow", {"Service": "ecs-tasks.amazonaws.com"}, ["sts:AssumeRole"], ecs)
+    ]
 
 
 @pytest.mark.managed_policies
 def test_iam_detaches_full_access_removes_extra_policies_and_destroys(managed_lab):
     iam_lab = managed_lab
     iam_lab.run("apply", ["iam"])
-    role = iam_lab.config.iam.lambda_role
+    role = iam_lab.config.iam.lambda_roles["users"]
     iam = iam_client()
     iam.attach_role_policy(RoleName=role, PolicyArn=FULL_ACCESS)
     hand_made = {
@@ -272,33 +316,51 @@ def test_iam_repairs_trust_and_a_widened_policy(iam_lab):
     iam_lab.run("apply", ["iam"])
     cfg = iam_lab.config
     iam = iam_client()
-    iam.update_assume_role_policy(
-        RoleName=cfg.iam.task_role, PolicyDocument=json.dumps(trust_policy("ec2.amazonaws.com"))
-    )
-    widened = inline(cfg.iam.lambda_role)[POLICY_NAME]
+    before = {r: trusts(r) for r in (cfg.iam.task_role, cfg.iam.lambda_roles["auth"])}
+    # Any service, or the right one for any account (as an older msctl left it): both drift.
+    for role, service in ((cfg.iam.task_role, "ec2"), (cfg.iam.lambda_roles["auth"], "lambda")):
+        unscoped = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": f"{service}.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(unscoped))
+    reader = cfg.iam.lambda_roles["authorizer"]
+    widened = inline(reader)[POLICY_NAME]
     widened["Statement"][0]["Resource"] = "*"
-    iam.put_role_policy(
-        RoleName=cfg.iam.lambda_role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(widened)
-    )
+    iam.put_role_policy(RoleName=reader, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(widened))
     plan = iam_lab.run("plan", ["iam"])
-    assert {(c.action, c.kind, c.name) for c in iam_lab.changes(plan, "iam")} == {
+    changes = iam_lab.changes(plan, "iam")
+    assert {(c.action, c.kind, c.name) for c in changes} == {
         ("update", "iam-role", cfg.iam.task_role),
-        ("update", "role-policy", f"{cfg.iam.lambda_role} {POLICY_NAME}"),
+        ("update", "iam-role", cfg.iam.lambda_roles["auth"]),
+        ("update", "role-policy", f"{reader} {POLICY_NAME}"),
+    }
+    assert f"trust policy -> only lambda.amazonaws.com for account {ACCOUNT}" in {
+        c.detail for c in changes
     }
     iam_lab.run("apply", ["iam"])
     assert iam_lab.changes(iam_lab.run("plan", ["iam"]), "iam") == []
-    trust = iam.get_role(RoleName=cfg.iam.task_role)["Role"]["AssumeRolePolicyDocument"]
-    assert statements(trust)[0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    assert {r: trusts(r) for r in before} == before
 
 
 def test_policy_builders_and_normalize():
-    doc = lambda_policy(
+    doc = function_policy(
+        "users",
         partition="aws",
         region=REGION,
         account=ACCOUNT,
-        table_arns=["arn:aws:dynamodb:us-east-1:1:table/b", "arn:aws:dynamodb:us-east-1:1:table/a"],
+        table_arns={
+            "users": "arn:aws:dynamodb:us-east-1:1:table/b",
+            "sessions": "arn:aws:dynamodb:us-east-1:1:table/a",
+        },
         bucket_arn="arn:aws:s3:::bkt",
-        function_names=["f2", "f1"],
+        function_name="f1",
     )
     reordered = json.loads(json.dumps(doc))
     reordered["Statement"].reverse()
@@ -307,6 +369,8 @@ def test_policy_builders_and_normalize():
     widened = json.loads(json.dumps(doc))
     widened["Statement"][0]["Action"].append("dynamodb:Query")
     assert normalize(widened) != normalize(doc)
+    # Only the notifications function touches the bucket.
+    assert not any(a.startswith("s3:") for st in doc["Statement"] for a in st["Action"])
     execution = task_execution_policy(
         partition="aws-cn",
         region="cn-north-1",

@@ -63,7 +63,15 @@ def strict_lab(lab, monkeypatch):
 
 
 def look(config):
-    return inventory(lambda service: boto3.client(service, region_name=REGION), config)
+    found = inventory(lambda service: boto3.client(service, region_name=REGION), config)
+    # DB parameter groups (the rds step's newest kind), asked of RDS directly likewise.
+    rds = boto3.client("rds", region_name=REGION)
+    for group in rds.describe_db_parameter_groups()["DBParameterGroups"]:
+        name = group["DBParameterGroupName"]
+        tags = rds.list_tags_for_resource(ResourceName=group["DBParameterGroupArn"])["TagList"]
+        if {"Key": "msctl:lab", "Value": config.lab} in tags:
+            found.setdefault("db-parameter-group", {}).setdefault(name, []).append(name)
+    return found
 
 
 def wrong_order_calls(lab) -> dict[str, str]:

@@ -140,7 +140,7 @@ def test_functions_as_configured_and_a_handler_change_updates_only_its_code(fn_l
     cfg = copy_functions(fn_lab.config, tmp_path / "functions")
     use_config(fn_lab, cfg)
     fn_lab.run("apply", ["lambda"])
-    role = fn_lab.ctx.outputs_of("iam")["lambda_role_arn"]
+    roles = fn_lab.ctx.outputs_of("iam")["lambda_role_arns"]
     bucket = fn_lab.ctx.outputs_of("s3")["bucket"]
     lam = lambda_client()
     logs = boto3.client("logs", region_name=REGION)
@@ -150,7 +150,7 @@ def test_functions_as_configured_and_a_handler_change_updates_only_its_code(fn_l
         assert conf["Runtime"] == "python3.12"
         assert conf["Handler"] == "handler.lambda_handler"
         assert conf["MemorySize"] == 256 and conf["Timeout"] == 10
-        assert conf["Role"] == role
+        assert conf["Role"] == roles[key]  # each function its own least-privilege role
         assert conf["TracingConfig"] == {"Mode": "Active"}
         assert conf["Environment"]["Variables"] == {
             "USERS_TABLE": "microservices-users",

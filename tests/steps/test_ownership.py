@@ -133,7 +133,7 @@ FOREIGN = {
     ),
     "iam-role": (
         ["iam"],
-        "microservices-lambda-role",
+        "microservices-lambda-auth-role",
         lambda name: client("iam").create_role(
             RoleName=name,
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),

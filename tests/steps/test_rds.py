@@ -18,6 +18,7 @@ from .conftest import Lab, assert_lifecycle
 
 IDENTIFIER = "microservices-db"
 SUBNET_GROUP = "microservices-db-subnet-group"
+PARAMETERS = "microservices-db-params"
 
 
 class EngineCatalogue:
@@ -90,6 +91,20 @@ def subnet_groups() -> list[str]:
     return [g["DBSubnetGroupName"] for g in groups]
 
 
+def parameter_groups() -> list[str]:
+    groups = rds_client().describe_db_parameter_groups()["DBParameterGroups"]
+    return [
+        g["DBParameterGroupName"]
+        for g in groups
+        if not g["DBParameterGroupName"].startswith("default.")
+    ]
+
+
+def user_parameters(group: str) -> dict[str, str]:
+    found = rds_client().describe_db_parameters(DBParameterGroupName=group, Source="user")
+    return {p["ParameterName"]: p["ParameterValue"] for p in found["Parameters"]}
+
+
 def manual_snapshots() -> list[str]:
     snaps = rds_client().describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
     return [s["DBSnapshotIdentifier"] for s in snaps]
@@ -102,7 +117,11 @@ def test_rds_lifecycle(lab, catalogue):
     outputs = assert_lifecycle(
         lab,
         "rds",
-        {("db-subnet-group", SUBNET_GROUP), ("db-instance", IDENTIFIER)},
+        {
+            ("db-parameter-group", PARAMETERS),
+            ("db-subnet-group", SUBNET_GROUP),
+            ("db-instance", IDENTIFIER),
+        },
     )
     assert outputs["identifier"] == IDENTIFIER
     assert outputs["arn"].endswith(f":db:{IDENTIFIER}")
@@ -112,6 +131,7 @@ def test_rds_lifecycle(lab, catalogue):
     assert outputs["endpoint_address"]  # moto creates instances already available
     # No final snapshot by default, automated backups deleted, nothing left behind.
     assert instances() == [] and subnet_groups() == [] and manual_snapshots() == []
+    assert parameter_groups() == []
     assert rds_client().describe_db_snapshots(SnapshotType="automated")["DBSnapshots"] == []
     assert lab.state.outputs("rds") == {}
 
@@ -130,6 +150,16 @@ def test_rds_matches_the_seed_and_reports_its_status(lab, catalogue):
     assert db["StorageEncrypted"] is True
     assert db["DeletionProtection"] is False
     assert db["CopyTagsToSnapshot"] is True
+    assert db["MultiAZ"] is False and db["IAMDatabaseAuthenticationEnabled"] is True
+    # TLS required: the instance runs with the lab's group, which forces SSL.
+    assert [g["DBParameterGroupName"] for g in db["DBParameterGroups"]] == [PARAMETERS]
+    (group,) = rds_client().describe_db_parameter_groups(DBParameterGroupName=PARAMETERS)[
+        "DBParameterGroups"
+    ]
+    assert group["DBParameterGroupFamily"] == "postgres15"
+    assert user_parameters(PARAMETERS) == {"rds.force_ssl": "1"}
+    group_tags = rds_client().list_tags_for_resource(ResourceName=group["DBParameterGroupArn"])
+    assert {"Key": "msctl:step", "Value": "rds"} in group_tags["TagList"]
     private = lab.state.outputs("vpc")["private_subnet_ids"]
     group = db["DBSubnetGroup"]
     assert group["DBSubnetGroupName"] == SUBNET_GROUP
@@ -236,7 +266,12 @@ def test_exact_version_drift_and_storage(lab, tmp_path):
     for version in ("15.2", "16"):
         other = other_lab(lab, tmp_path, f"v{version}", engine_version=version)
         plan = other.changes(other.run("plan", ["rds"]), "rds")
-        assert plan[0].action == "replace" and "engine version 15.4" in plan[0].detail
+        change = next(c for c in plan if c.kind == "db-instance")
+        assert change.action == "replace" and "engine version 15.4" in change.detail
+        # Another major version needs a parameter group of its family too.
+        assert [(c.action, c.detail) for c in plan if c.kind == "db-parameter-group"] == (
+            [("replace", "family postgres15 -> postgres16")] if version == "16" else []
+        )
 
     # Storage grows in place and never shrinks.
     bigger = other_lab(lab, tmp_path, "bigger", engine_version="15.4", allocated_storage=30)
@@ -248,6 +283,78 @@ def test_exact_version_drift_and_storage(lab, tmp_path):
     result = exact.run("apply", ["rds"], expect_ok=False).results["rds"]
     assert result.status is Status.FAILED and "can't shrink" in result.error
     assert instance()["AllocatedStorage"] == 30
+
+
+class PendingReboot:
+    """RDS as it answers after an instance was given another parameter group: the group is
+    `pending-reboot` until the instance reboots (moto applies it at once)."""
+
+    def __init__(self, lab: Lab):
+        self.rebooted = 0
+        # Clients copy the session's handlers when built: register on the step's client.
+        events = lab.ctx.clients.get("rds").meta.events
+        events.register("after-call.rds.DescribeDBInstances", self.describe)
+        events.register("after-call.rds.RebootDBInstance", self.reboot)
+
+    def describe(self, parsed, **_kwargs):
+        for db in parsed.get("DBInstances", []):
+            for group in db.get("DBParameterGroups", []):
+                if not self.rebooted and group["DBParameterGroupName"] == PARAMETERS:
+                    group["ParameterApplyStatus"] = "pending-reboot"
+
+    def reboot(self, **_kwargs):
+        self.rebooted += 1
+
+
+def test_tls_is_required_again_after_drift(lab, catalogue):
+    lab.run("apply", ["rds"])
+    rds = rds_client()
+    # SSL no longer forced in the lab's group: its parameter is put back.
+    rds.modify_db_parameter_group(
+        DBParameterGroupName=PARAMETERS,
+        Parameters=[
+            {"ParameterName": "rds.force_ssl", "ParameterValue": "0", "ApplyMethod": "immediate"}
+        ],
+    )
+    plan = lab.changes(lab.run("plan", ["rds"]), "rds")
+    assert [(c.action, c.kind, c.name, c.detail) for c in plan] == [
+        ("update", "db-parameter-group", PARAMETERS, "rds.force_ssl 0 -> 1")
+    ]
+    lab.run("apply", ["rds"])
+    assert user_parameters(PARAMETERS) == {"rds.force_ssl": "1"}
+
+    # The instance moved to another group by hand: it goes back, and reboots to apply it.
+    rds.create_db_parameter_group(
+        DBParameterGroupName="by-hand", DBParameterGroupFamily="postgres15", Description="x"
+    )
+    rds.modify_db_instance(
+        DBInstanceIdentifier=IDENTIFIER, DBParameterGroupName="by-hand", ApplyImmediately=True
+    )
+    plan = lab.changes(lab.run("plan", ["rds"]), "rds")
+    assert [(c.action, c.kind, c.detail) for c in plan] == [
+        (
+            "update",
+            "db-instance",
+            f"parameter group by-hand -> {PARAMETERS} (the instance reboots to apply it)",
+        )
+    ]
+    checks = lab.run("verify", ["rds"], expect_ok=False).results["rds"].checks
+    assert [c.name for c in checks if not c.ok] == [f"db-instance {IDENTIFIER}"]
+    pending = PendingReboot(lab)
+    lab.run("apply", ["rds"])
+    assert pending.rebooted == 1
+    assert [g["DBParameterGroupName"] for g in instance()["DBParameterGroups"]] == [PARAMETERS]
+    assert lab.changes(lab.run("plan", ["rds"]), "rds") == []
+    rds.delete_db_parameter_group(DBParameterGroupName="by-hand")
+
+
+def test_multi_az_is_an_option(lab, catalogue, tmp_path):
+    lab.run("apply", ["rds"])
+    standby = other_lab(lab, tmp_path, "standby", multi_az=True)
+    plan = standby.changes(standby.run("plan", ["rds"]), "rds")
+    assert [(c.action, c.detail) for c in plan] == [("update", "multi-AZ on")]
+    standby.run("apply", ["rds"])
+    assert instance()["MultiAZ"] is True
 
 
 def test_engine_version_without_a_match_or_without_a_catalogue(lab, tmp_path):
@@ -332,8 +439,9 @@ def test_deletion_protection_and_final_snapshot_on_destroy(lab, tmp_path):
         ("update", f"{IDENTIFIER} deletion protection"),
         ("delete", IDENTIFIER),
         ("delete", SUBNET_GROUP),
+        ("delete", PARAMETERS),  # after the instance that used it
     ]
-    assert instances() == [] and subnet_groups() == []
+    assert instances() == [] and subnet_groups() == [] and parameter_groups() == []
     snapshots = manual_snapshots()
     assert len(snapshots) == 1
     assert re.fullmatch(rf"{IDENTIFIER}-final-\d{{8}}-\d{{6}}", snapshots[0])

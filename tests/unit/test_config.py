@@ -139,6 +139,61 @@ def test_rule_needs_exactly_one_source(tmp_path):
     assert "sg.groups[0].ingress[0]: set exactly one of from_cidr or from_group" in msg
 
 
+WORLD = "internet: allow it from a group (from_group) or a narrower range"
+
+
+@pytest.mark.parametrize(
+    "rule, location, opens",
+    [
+        (
+            "{port: 5432, from_group: microservices-ecs-sg,",
+            "sg.groups[2].ingress[0].from_cidr: port 5432 from 0.0.0.0/0",
+            "the database's group (rds.security_group)",
+        ),
+        (
+            "{port: 8080, from_group: microservices-alb-sg,",
+            "sg.groups[1].ingress[1].from_cidr: port 8080 from 0.0.0.0/0",
+            "the ECS tasks' group (ecs.security_group)",
+        ),
+    ],
+)
+def test_the_database_and_task_groups_never_open_to_the_world(tmp_path, rule, location, opens):
+    port = rule.split(",")[0]
+    text = LAB.replace(rule, f"{port}, from_cidr: 0.0.0.0/0,")
+    assert problems(tmp_path, text) == [
+        f"{tmp_path / 'lab.yaml'}:{line_of(text, f'{port}, from_cidr: 0.0.0.0/0')}: "
+        f"{location} opens {opens} to the whole {WORLD}"
+    ]
+    # A narrower range is a choice the config may make.
+    load_config(write(tmp_path, LAB.replace(rule, f"{port}, from_cidr: 10.0.0.0/16,")))
+
+
+def test_only_the_web_ports_open_to_the_world(tmp_path):
+    text = LAB.replace(
+        "        - {port: 443, from_cidr: 0.0.0.0/0, description: HTTPS from anywhere}",
+        "        - {port: 443, from_cidr: 0.0.0.0/0, description: HTTPS from anywhere}\n"
+        "        - {port: 22, from_cidr: 0.0.0.0/0, description: SSH}",
+    )
+    (msg,) = problems(tmp_path, text)
+    assert msg.endswith(
+        "sg.groups[0].ingress[2].from_cidr: port 22 from 0.0.0.0/0 opens port 22 of "
+        f"microservices-alb-sg (only 80 and 443 may be) to the whole {WORLD}"
+    )
+
+
+def test_every_function_has_its_own_role(tmp_path):
+    text = LAB.replace("    authorizer: microservices-lambda-authorizer-role\n", "")
+    (msg,) = problems(tmp_path, text)
+    assert msg.endswith(
+        "iam.lambda_roles: must name a role for each function in lambda.functions "
+        "(auth, authorizer, notifications, users)"
+    )
+    (msg,) = problems(tmp_path, overrides=["iam.task_role=microservices-lambda-users-role"])
+    assert msg.endswith(
+        "role 'microservices-lambda-users-role' is named twice: each role needs its own name"
+    )
+
+
 @pytest.mark.parametrize(
     "key, value, expect",
     [
@@ -230,3 +285,30 @@ def test_fargate_cpu_and_memory_must_be_a_pair_aws_runs(tmp_path, cpu, memory, e
 def test_lambda_runtimes_older_than_the_lab_code_are_refused(tmp_path):
     (msg,) = problems(tmp_path, overrides=["lambda.runtime=python3.10"])
     assert "lambda.runtime: Input should be 'python3.11', 'python3.12' or 'python3.13'" in msg
+
+
+def test_a_huge_config_is_refused_without_reading_it_whole(tmp_path):
+    import tracemalloc
+
+    from msctl.config.loading import MAX_CONFIG_BYTES
+
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as fh:
+        fh.truncate(200 * MAX_CONFIG_BYTES)  # sparse: 200 MB that take no disk
+    for path in (huge, Path("/dev/zero")):
+        tracemalloc.start()
+        try:
+            with pytest.raises(ConfigError) as err:
+                load_config(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert err.value.problems == [
+            f"{path}: more than {MAX_CONFIG_BYTES} bytes is far more than a lab config; "
+            "is this the right file?"
+        ]
+        assert peak < 3 * MAX_CONFIG_BYTES, peak
+
+    fits = tmp_path / "fits.yaml"
+    fits.write_bytes(LAB.encode() + b"#" * (MAX_CONFIG_BYTES - len(LAB.encode()) - 1) + b"\n")
+    assert load_config(fits).lab == "microservices"

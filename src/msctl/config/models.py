@@ -22,6 +22,8 @@ LabName = _name(r"^[a-z][a-z0-9-]*$", 32, "lowercase letters, digits and hyphens
 Ec2Name = _name(r"^[\x20-\x7e]+$", 255, "printable ASCII")
 TableName = _name(r"^[A-Za-z0-9_.-]{3,255}$", 255, "3-255 of A-Z a-z 0-9 _ . -")
 RdsIdentifier = _name(r"^[A-Za-z](?:[A-Za-z0-9]|-[A-Za-z0-9])*$", 63, "letter first, no --")
+# RDS stores parameter group names in lowercase: only lowercase compares equal.
+RdsParameterGroup = _name(r"^[a-z](?:[a-z0-9]|-[a-z0-9])*$", 255, "lowercase, letter first, no --")
 IamName = _name(r"^[\w+=,.@-]+$", 64, "IAM name characters")
 FunctionName = _name(r"^[A-Za-z0-9_-]+$", 64, "letters, digits, - and _")
 RepoName = _name(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$", 256, "ECR")
@@ -100,8 +102,11 @@ class RdsConfig(Model):
     master_username: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]\w{0,62}$")]
     db_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]\w{0,62}$")]
     security_group: Ec2Name
+    # The instance's parameters: rds.force_ssl=1, so every connection must use TLS.
+    parameter_group: RdsParameterGroup
     final_snapshot: bool = False
     deletion_protection: bool = False
+    multi_az: bool = False  # a standby in the second AZ: twice the instance's cost
 
 
 class S3Config(Model):
@@ -109,8 +114,12 @@ class S3Config(Model):
     site_dir: Path
 
 
+FunctionKey = Literal["auth", "users", "notifications", "authorizer"]
+
+
 class IamConfig(Model):
-    lambda_role: IamName
+    # One role per function: each gets only what its own code calls.
+    lambda_roles: dict[FunctionKey, IamName]
     task_execution_role: IamName
     task_role: IamName
 
@@ -126,7 +135,7 @@ class LambdaConfig(Model):
     memory_mb: Annotated[int, Field(ge=128, le=10240)]
     timeout_seconds: Annotated[int, Field(ge=1, le=900)]
     session_ttl_hours: Annotated[int, Field(ge=1, le=720)]
-    functions: dict[Literal["auth", "users", "notifications", "authorizer"], FunctionConfig]
+    functions: dict[FunctionKey, FunctionConfig]
 
 
 class EcrConfig(Model):
@@ -256,6 +265,7 @@ def cross_checks(config: LabConfig) -> list[tuple[tuple, str]]:
         *_check_groups(config),
         *_check_services(config),
         *_check_bucket(config),
+        *_check_roles(config),
     ]
 
 
@@ -309,6 +319,37 @@ def _check_groups(config: LabConfig) -> list[tuple[tuple, str]]:
     ):
         if name not in names:
             problems.append((loc, f"no security group named {name!r} in sg.groups"))
+    return problems + _world_open(config)
+
+
+# Only the load balancer faces the internet, and only on the web's ports (AWS Foundational
+# Security Best Practices EC2.18's authorized ports; no SSH or RDP: EC2.13, EC2.14, CIS 5.2).
+WORLD_PORTS = (80, 443)
+
+
+def _world_open(config: LabConfig) -> list[tuple[tuple, str]]:
+    """Ingress from 0.0.0.0/0 on the groups the database and the tasks use, or to any port
+    but 80 and 443 on any group."""
+    inward = {
+        config.rds.security_group: "the database's group (rds.security_group)",
+        config.ecs.security_group: "the ECS tasks' group (ecs.security_group)",
+    }
+    problems = []
+    for i, group in enumerate(config.sg.groups):
+        for j, rule in enumerate(group.ingress):
+            if rule.from_cidr is None or rule.from_cidr.prefixlen:
+                continue
+            opened = inward.get(group.name)
+            if opened is None and rule.port not in WORLD_PORTS:
+                opened = f"port {rule.port} of {group.name} (only 80 and 443 may be)"
+            if opened:
+                problems.append(
+                    (
+                        ("sg", "groups", i, "ingress", j, "from_cidr"),
+                        f"port {rule.port} from {rule.from_cidr} opens {opened} to the whole "
+                        "internet: allow it from a group (from_group) or a narrower range",
+                    )
+                )
     return problems
 
 
@@ -378,3 +419,21 @@ def _check_bucket(config: LabConfig) -> list[tuple[tuple, str]]:
     if prefix.endswith("-") or "--" in prefix:
         return [(("s3", "bucket_prefix"), "must not end with '-' or contain '--'")]
     return []
+
+
+def _check_roles(config: LabConfig) -> list[tuple[tuple, str]]:
+    problems = []
+    functions = set(config.lambda_.functions)
+    if set(config.iam.lambda_roles) != functions:
+        problems.append(
+            (
+                ("iam", "lambda_roles"),
+                f"must name a role for each function in lambda.functions "
+                f"({', '.join(sorted(functions))})",
+            )
+        )
+    roles = [*config.iam.lambda_roles.values(), config.iam.task_execution_role]
+    roles.append(config.iam.task_role)
+    for name in sorted({r for r in roles if roles.count(r) > 1}):
+        problems.append((("iam",), f"role {name!r} is named twice: each role needs its own name"))
+    return problems

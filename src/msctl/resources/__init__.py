@@ -10,7 +10,15 @@ import re
 
 from .base import Item, Kind, Resource, mark, marked, owner
 from .compute import FUNCTION, LOAD_BALANCER, LOG_GROUP, REPOSITORY, ROLE, TARGET_GROUP
-from .data import BUCKET, DB_INSTANCE, DB_SNAPSHOT, DB_SUBNET_GROUP, SECRET, TABLE
+from .data import (
+    BUCKET,
+    DB_INSTANCE,
+    DB_PARAMETER_GROUP,
+    DB_SNAPSHOT,
+    DB_SUBNET_GROUP,
+    SECRET,
+    TABLE,
+)
 from .ec2 import (
     ELASTIC_IP,
     INTERNET_GATEWAY,
@@ -37,6 +45,7 @@ KINDS: dict[str, Kind] = {
         TABLE,
         BUCKET,
         DB_SUBNET_GROUP,
+        DB_PARAMETER_GROUP,
         DB_INSTANCE,
         DB_SNAPSHOT,
         SECRET,

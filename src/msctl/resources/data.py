@@ -1,5 +1,5 @@
-"""The lab's data: DynamoDB tables, the S3 bucket, the RDS instance, its subnet group and
-snapshots, and the secret RDS keeps the master password in."""
+"""The lab's data: DynamoDB tables, the S3 bucket, the RDS instance, its subnet group,
+parameter group and snapshots, and the secret RDS keeps the master password in."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .base import Kind, Resource, absent, first
 TABLE_TIMEOUT = 300  # on-demand tables are ACTIVE, and deleted, within seconds
 INSTANCE_TIMEOUT = 1800  # RDS: create 5-8.5 min, delete 2-3 (sometimes 10)
 SUBNET_GROUP_DELETE_TIMEOUT = 600  # can't go while its instance is still being deleted
+PARAMETER_GROUP_DELETE_TIMEOUT = 600  # likewise
 DELETE_BATCH = 1000  # DeleteObjects' limit
 LIST_PAGE_SIZE = 1000  # ListObjectVersions' largest page
 
@@ -176,6 +177,37 @@ class DbSubnetGroup(RdsKind):
         )
 
 
+class DbParameterGroup(RdsKind):
+    name = "db-parameter-group"
+    id_key = name_key = "DBParameterGroupName"
+    arn_key = "DBParameterGroupArn"
+    missing = ("DBParameterGroupNotFound", "DBParameterGroupNotFoundFault")
+    tagging_type = "rds:pg"
+    scanned = True
+
+    def describe(self, client, ident: str) -> Resource | None:
+        found = client.describe_db_parameter_groups(DBParameterGroupName=ident)
+        return first(found["DBParameterGroups"])
+
+    def scan(self, client, lab: str):
+        for page in client.get_paginator("describe_db_parameter_groups").paginate():
+            # RDS's own default.<family> groups are never a lab's: no tags to ask for.
+            for group in page.get("DBParameterGroups", []):
+                if not group["DBParameterGroupName"].startswith("default."):
+                    yield group
+
+    def delete(self, run, resource: Resource) -> None:
+        rds = self.client(run.ctx)
+        run.retry(
+            lambda: rds.delete_db_parameter_group(
+                DBParameterGroupName=resource["DBParameterGroupName"]
+            ),
+            codes=("InvalidDBParameterGroupState", "InvalidDBParameterGroupStateFault"),
+            timeout=PARAMETER_GROUP_DELETE_TIMEOUT,
+            reason="the DB instance using the parameter group is still being deleted",
+        )
+
+
 class DbInstance(RdsKind):
     name = "db-instance"
     id_key = name_key = "DBInstanceIdentifier"
@@ -277,7 +309,9 @@ class DbSnapshot(RdsKind):
 
 
 class Secret(Kind):
-    """The master password secret RDS manages; it goes with its instance."""
+    """A Secrets Manager secret: the lab's own (the admin step's login), deleted without a
+    recovery window; and the master password secret RDS manages, which goes with its
+    instance (found by the final check only if it carries the lab's tags)."""
 
     name = "secret"
     service = "secretsmanager"
@@ -302,6 +336,7 @@ class Secret(Kind):
 TABLE = Table()
 BUCKET = Bucket()
 DB_SUBNET_GROUP = DbSubnetGroup()
+DB_PARAMETER_GROUP = DbParameterGroup()
 DB_INSTANCE = DbInstance()
 DB_SNAPSHOT = DbSnapshot()
 SECRET = Secret()

@@ -9,6 +9,9 @@ role, msctl uses that and changes nothing.
 On `down` the account is left as msctl found it: if the setting names this lab's role, it is
 reset to unset (UpdateAccount replacing /cloudwatchRoleArn with an empty value, as Terraform's
 provider resets it) and the role is deleted with the step's other resources.
+
+Only API Gateway acting for this account, in this region, may assume the role
+(`aws:SourceAccount` and `aws:SourceArn`, against the cross-service confused deputy).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 from ..aws.tags import as_list
 from ..resources.base import absent
 from ..resources.compute import ROLE
+from .iam import trust_fixes, trust_policy
 from .run import Fix, StepRun
 
 PRINCIPAL = "apigateway.amazonaws.com"
@@ -43,12 +47,6 @@ POLICY = {
         }
     ],
 }
-TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": PRINCIPAL}, "Action": "sts:AssumeRole"}
-    ],
-}
 # UpdateAccount answers these while a new role is not yet usable by API Gateway.
 ROLE_NOT_READY = (
     "does not have required permissions",
@@ -60,6 +58,11 @@ ROLE_PROPAGATION_TIMEOUT = 120
 
 def log_role_name(lab: str) -> str:
     return f"{lab}-apigateway-cloudwatch"
+
+
+def log_role_trust(partition: str, region: str, account: str) -> dict:
+    """API Gateway of this account and region (the setting is the region's) only."""
+    return trust_policy(PRINCIPAL, account, f"arn:{partition}:apigateway:{region}::/*")
 
 
 def _role_exists(iam, arn: str, account: str) -> bool:
@@ -75,6 +78,7 @@ def ensure_logging_role(run: StepRun, account: str) -> None:
     apigw = run.clients.apigateway
     iam = run.clients.iam
     name = log_role_name(run.ctx.lab)
+    trust = log_role_trust(apigw.meta.partition, run.clients.region, account)
     current = apigw.get_account().get("cloudwatchRoleArn") or ""
     ours = ROLE.read(iam, name)
     if current and current != (ours or {}).get("Arn") and _role_exists(iam, current, account):
@@ -89,7 +93,7 @@ def ensure_logging_role(run: StepRun, account: str) -> None:
     def create() -> dict:
         role = iam.create_role(
             RoleName=name,
-            AssumeRolePolicyDocument=json.dumps(TRUST),
+            AssumeRolePolicyDocument=json.dumps(trust),
             Description="API Gateway access logs to CloudWatch Logs (account setting)",
             Tags=as_list(run.tags(name)),
         )["Role"]
@@ -97,9 +101,10 @@ def ensure_logging_role(run: StepRun, account: str) -> None:
         return role
 
     def fixes(role: dict) -> list[Fix]:
-        if absent(lambda: iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)):
-            return []
-        return [Fix(f"inline policy {POLICY_NAME}", put_policy)]
+        fixes = trust_fixes(iam, role, trust)
+        if absent(lambda: iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)) is None:
+            fixes.append(Fix(f"inline policy {POLICY_NAME}", put_policy))
+        return fixes
 
     run.ensure(ROLE, name, find=lambda: ours, create=create, fixes=fixes)
     role = run.got(ROLE, name)

@@ -17,10 +17,12 @@ Alarms, one per thing that can break:
 - Lambda Errors Sum > 0 over 5 minutes, per function.
 - ECS CPUUtilization Average > 80% per service; RDS CPUUtilization > 80%;
   RDS DatabaseConnections > 50.
-Missing data (no traffic) is not breaching. With `cloudwatch.alarm_email` set, the alarms
-notify the SNS topic `<lab>-alarms`, which has an email subscription (confirmed by the
-recipient from the email AWS sends; pending until then). Without it there is no topic (a
-topic left from an earlier config is deleted).
+Missing data (no traffic) is not breaching. Every alarm notifies the SNS topic `<lab>-alarms`
+(an alarm without an action alerts nobody: AWS FSBP CloudWatch.15). With
+`cloudwatch.alarm_email` set, the topic has that email subscription (confirmed by the
+recipient from the email AWS sends; pending until then); other email subscriptions are
+removed. The topic isn't encrypted: CloudWatch can't publish to a topic encrypted with the
+AWS managed key, and a customer managed key costs a dollar a month.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class CloudWatchStep(LabStep):
     name = "cloudwatch"
     requires = ("lambda", "ecs", "apigw", "rds")
     services = ("cloudwatch", "sns", "logs")
-    description = "dashboard, alarms and the alarm email topic"
+    description = "dashboard, alarms and the alarm topic"
     kinds = (TOPIC, DASHBOARD, ALARM)
 
     def names(self, config):
@@ -67,7 +69,7 @@ class CloudWatchStep(LabStep):
             fixes=lambda found: _dashboard_fixes(cw, found, body),
         )
         topic_arn = self._topic(run)
-        actions = [topic_arn] if topic_arn else []
+        actions = [topic_arn]
         names = []
         for spec in alarm_specs(run.config):
             names.append(spec["AlarmName"])
@@ -79,39 +81,28 @@ class CloudWatchStep(LabStep):
             )
         return {"dashboard": cfg.dashboard, "alarm_names": names, "topic_arn": topic_arn}
 
-    def _topic(self, run: StepRun) -> str | None:
-        """The alarm topic and its email subscription; no topic without an email."""
+    def _topic(self, run: StepRun) -> str:
+        """The alarm topic, and its email subscription when the config names an email."""
         sns = run.clients.sns
         name = topic_name(run.ctx.lab)
         email = run.config.cloudwatch.alarm_email
-        if not email:
-            topic = run.lookup(TOPIC, name)
-            if topic is not None:
-                run.setting(
-                    TOPIC.name,
-                    name,
-                    ok=False,
-                    detail="no cloudwatch.alarm_email in the config: delete",
-                    action="delete",
-                    apply=lambda: _delete_topic(run, topic),
-                )
-            return None
         topic_arn = run.ensure(
             TOPIC,
             name,
             create=lambda: sns.create_topic(Name=name, Tags=as_list(run.tags(name))),
         )
         subscriptions = [] if is_pending(topic_arn) else _email_subscriptions(sns, topic_arn)
-        subscribed = [s for s in subscriptions if s["Endpoint"].lower() == email.lower()]
-        run.setting(
-            "subscription",
-            f"{name} email {email}",
-            ok=bool(subscribed),
-            detail="subscribe (AWS emails a confirmation link)",
-            action="create",
-            after=[topic_arn],
-            apply=lambda: sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=email),
-        )
+        subscribed = [s for s in subscriptions if email and s["Endpoint"].lower() == email.lower()]
+        if email:
+            run.setting(
+                "subscription",
+                f"{name} email {email}",
+                ok=bool(subscribed),
+                detail="subscribe (AWS emails a confirmation link)",
+                action="create",
+                after=[topic_arn],
+                apply=lambda: sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=email),
+            )
         for sub in subscriptions:
             arn = sub["SubscriptionArn"]
             # A subscription pending confirmation has no ARN and can't be removed; AWS drops
@@ -122,7 +113,7 @@ class CloudWatchStep(LabStep):
                 "subscription",
                 f"{name} email {sub['Endpoint']}",
                 ok=False,
-                detail="not the configured alarm_email: unsubscribe",
+                detail="not the configured cloudwatch.alarm_email: unsubscribe",
                 action="delete",
                 apply=lambda a=arn: sns.unsubscribe(SubscriptionArn=a),
             )
@@ -358,11 +349,6 @@ def _email_subscriptions(sns, topic_arn: str) -> list[dict]:
 def _put_dashboard(cw, name: str, body: dict) -> Resource:
     cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(body))
     return DASHBOARD.read(cw, name) or {"DashboardName": name}
-
-
-def _delete_topic(run: StepRun, topic: Resource) -> None:
-    TOPIC.delete(run, topic)
-    run.ctx.state.forget_id(run.step, topic["TopicArn"])
 
 
 def _dashboard_fixes(cw, found: Resource, body: dict) -> list[Fix]:

@@ -1,16 +1,22 @@
-"""iam: the Lambda role and the two ECS task roles, least privilege (seed 3.1, 4.4).
+"""iam: a role per Lambda function and the two ECS task roles, least privilege (seed 3.1, 4.4).
 
-The seed gives the Lambda role AmazonDynamoDBFullAccess; msctl grants instead exactly what
-the lab's code does, on exactly the lab's resources, in one inline policy per role:
+The seed gives one Lambda role AmazonDynamoDBFullAccess; msctl grants instead exactly what
+each function's code does, on exactly the lab's resources, in one inline policy per role:
 
-- Lambda role: the item operations the handlers use on the two tables (TransactWriteItems
-  is authorized as its PutItem parts), objects under `notifications/` in the static bucket,
-  writing to the functions' own log groups (msctl creates the groups, so no
-  CreateLogGroup), and X-Ray segments.
+- each Lambda function's role: the item operations its handler uses on the tables it uses
+  (`FUNCTION_TABLES`; TransactWriteItems is authorized as its parts' actions), objects under
+  `notifications/` in the static bucket for the notifications function only, writing to
+  its own log group (msctl creates the groups, so no CreateLogGroup), and X-Ray segments.
+  The authorizer only reads (a session, its user); the notifications function has no table.
 - ECS task execution role: pulling the two images and writing to the services' log groups.
 - ECS task role (the services' own credentials): what the X-Ray sidecar sends, and reading
   the RDS-managed master secret, which the services fetch themselves because RDS rotates it
   (encrypted with the AWS managed key, so no kms:Decrypt grant is needed).
+
+Every trust policy names one service principal acting for this account only
+(`aws:SourceAccount`: AWS's guard against the cross-service confused deputy). The ECS task
+role also names the source, the region's ECS (`aws:SourceArn`, as AWS's ECS guide shows for
+task roles); the Lambda roles can't: AWS documents no source ARN for an execution role.
 
 The only `"Resource": "*"` grants are the actions AWS defines no resource for
 (`WILDCARD_ACTIONS`). Managed policies and inline policies not in this file are removed.
@@ -45,15 +51,24 @@ WILDCARD_ACTIONS = frozenset(
     }
 )
 
-# What the handlers in lab/functions call (grep for get_item, put_item, ...): no Query
-# and no index is used; transact_write_items needs the PutItem of its Put parts.
-DYNAMODB_ACTIONS = [
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:Scan",
-]
+# The tables the lab's functions use, by the partition key their handlers read and write.
+TABLE_KEYS = {"users": "userId", "sessions": "sessionId"}
+# What each handler in lab/functions calls, per table (grep for get_item, put_item, ...): no
+# Query and no index is used; a transact_write_items needs the PutItem or DeleteItem of its
+# parts. The authorizer reads the session and then its user (for the role). labcommon's
+# fallback for a call without the authorizer's context (it reads the session and the user
+# itself) gets no grant: every route of the users and notifications functions is guarded by
+# the authorizer, and only API Gateway may invoke them.
+FUNCTION_TABLES = {
+    "auth": {"users": ["GetItem", "PutItem"], "sessions": ["DeleteItem", "GetItem", "PutItem"]},
+    "users": {
+        "users": ["DeleteItem", "GetItem", "Scan", "UpdateItem"],
+        "sessions": ["DeleteItem", "Scan"],
+    },
+    "notifications": {},
+    "authorizer": {"sessions": ["GetItem"], "users": ["GetItem"]},
+}
+NOTIFICATION_FUNCTIONS = ("notifications",)  # the ones that read and write objects in S3
 XRAY_WRITE = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
 XRAY_DAEMON = [*XRAY_WRITE, "xray:GetSamplingRules", "xray:GetSamplingTargets"]
 LOG_WRITE = ["logs:CreateLogStream", "logs:PutLogEvents"]
@@ -67,8 +82,12 @@ ECR_PULL = [
 # ---------------------------------------------------------------- policy documents
 
 
-def trust_policy(service: str) -> dict:
-    """Only `service` (lambda.amazonaws.com, ecs-tasks.amazonaws.com) may assume the role."""
+def trust_policy(service: str, account: str, source_arn: str | None = None) -> dict:
+    """Only `service` acting for `account` (and for `source_arn`, if given) may assume the
+    role: the cross-service confused deputy guard AWS recommends."""
+    condition: dict = {"StringEquals": {"aws:SourceAccount": account}}
+    if source_arn:
+        condition["ArnLike"] = {"aws:SourceArn": source_arn}
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -76,9 +95,25 @@ def trust_policy(service: str) -> dict:
                 "Effect": "Allow",
                 "Principal": {"Service": service},
                 "Action": "sts:AssumeRole",
+                "Condition": condition,
             }
         ],
     }
+
+
+def lab_tables(cfg) -> dict[str, str]:
+    """{"users": table name, "sessions": table name}: the configured tables with the
+    partition keys the handlers use, so the order of dynamodb.tables doesn't matter."""
+    found = {}
+    for use, key in TABLE_KEYS.items():
+        found[use] = next((t.name for t in cfg.dynamodb.tables if t.partition_key == key), None)
+        if found[use] is None:
+            raise StepError(
+                f"no table in dynamodb.tables has partition key {key!r}",
+                hint="the lab's functions need a users table (userId) and a sessions table "
+                "(sessionId)",
+            )
+    return found
 
 
 def log_group_arn(partition: str, region: str, account: str, group: str) -> str:
@@ -90,33 +125,41 @@ def lambda_log_group(function_name: str) -> str:
     return f"/aws/lambda/{function_name}"
 
 
-def lambda_policy(
+def function_policy(
+    key: str,
     *,
     partition: str,
     region: str,
     account: str,
-    table_arns: list[str],
+    table_arns: dict[str, str],
     bucket_arn: str,
-    function_names: list[str],
+    function_name: str,
 ) -> dict:
-    return _policy(
-        _statement("Tables", DYNAMODB_ACTIONS, sorted(table_arns)),
+    """The policy of one function's role; `table_arns` maps "users"/"sessions" to ARNs."""
+    statements = [
         _statement(
-            "NotificationObjects",
-            ["s3:GetObject", "s3:PutObject"],
-            [f"{bucket_arn}/{NOTIFICATIONS_PREFIX}*"],
-        ),
-        {
-            **_statement("ListNotifications", ["s3:ListBucket"], [bucket_arn]),
-            "Condition": {"StringLike": {"s3:prefix": [f"{NOTIFICATIONS_PREFIX}*"]}},
-        },
+            f"{use.capitalize()}Table", [f"dynamodb:{a}" for a in actions], [table_arns[use]]
+        )
+        for use, actions in FUNCTION_TABLES[key].items()
+    ]
+    if key in NOTIFICATION_FUNCTIONS:
+        statements += [
+            _statement(
+                "NotificationObjects",
+                ["s3:GetObject", "s3:PutObject"],
+                [f"{bucket_arn}/{NOTIFICATIONS_PREFIX}*"],
+            ),
+            {
+                **_statement("ListNotifications", ["s3:ListBucket"], [bucket_arn]),
+                "Condition": {"StringLike": {"s3:prefix": [f"{NOTIFICATIONS_PREFIX}*"]}},
+            },
+        ]
+    return _policy(
+        *statements,
         _statement(
             "FunctionLogs",
             LOG_WRITE,
-            [
-                log_group_arn(partition, region, account, lambda_log_group(name))
-                for name in sorted(function_names)
-            ],
+            [log_group_arn(partition, region, account, lambda_log_group(function_name))],
         ),
         _statement("Tracing", XRAY_WRITE, ["*"]),
     )
@@ -202,12 +245,13 @@ class IamStep(LabStep):
     name = "iam"
     requires = ("dynamodb", "s3", "rds")
     services = ("iam", "sts")
-    description = "Lambda role and ECS task roles, least privilege"
+    description = "a role per Lambda function and the ECS task roles, least privilege"
     kinds = (ROLE,)  # policies detached and deleted first
 
     def names(self, config):
         cfg = config.iam
-        return [(ROLE, n) for n in (cfg.lambda_role, cfg.task_execution_role, cfg.task_role)]
+        roles = [*cfg.lambda_roles.values(), cfg.task_execution_role, cfg.task_role]
+        return [(ROLE, n) for n in roles]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config
@@ -222,50 +266,48 @@ class IamStep(LabStep):
                 hint="the rds step creates it with ManageMasterUserPassword; "
                 "run `msctl up --only rds` to repair the instance",
             )
-        table_arns = list(tables.values())
+        table_arns = {use: tables.get(name) for use, name in lab_tables(cfg).items()}
+        where = {"partition": partition, "region": region, "account": account}
 
-        roles = {
-            cfg.iam.lambda_role: (
-                "lambda.amazonaws.com",
-                lambda: lambda_policy(
-                    partition=partition,
-                    region=region,
-                    account=account,
+        def lambda_role(key: str):
+            return (
+                trust_policy("lambda.amazonaws.com", account),
+                lambda: function_policy(
+                    key,
+                    **where,
                     table_arns=table_arns,
                     bucket_arn=s3["bucket_arn"],
-                    function_names=[f.name for f in cfg.lambda_.functions.values()],
+                    function_name=cfg.lambda_.functions[key].name,
                 ),
-                [*table_arns, s3["bucket_arn"]],
+                [*table_arns.values(), s3["bucket_arn"]],
+            )
+
+        roles = {name: lambda_role(key) for key, name in cfg.iam.lambda_roles.items()}
+        roles[cfg.iam.task_execution_role] = (
+            trust_policy("ecs-tasks.amazonaws.com", account),
+            lambda: task_execution_policy(
+                **where,
+                repositories=list(cfg.ecr.repositories.values()),
+                log_groups=[s.log_group for s in cfg.ecs.services.values()],
             ),
-            cfg.iam.task_execution_role: (
-                "ecs-tasks.amazonaws.com",
-                lambda: task_execution_policy(
-                    partition=partition,
-                    region=region,
-                    account=account,
-                    repositories=list(cfg.ecr.repositories.values()),
-                    log_groups=[s.log_group for s in cfg.ecs.services.values()],
-                ),
-                [],
+            [],
+        )
+        roles[cfg.iam.task_role] = (
+            trust_policy(
+                "ecs-tasks.amazonaws.com", account, f"arn:{partition}:ecs:{region}:{account}:*"
             ),
-            cfg.iam.task_role: (
-                "ecs-tasks.amazonaws.com",
-                lambda: task_policy(secret_arn),
-                [secret_arn],
-            ),
-        }
-        arns = {}
-        for role_name, (service, policy, inputs) in roles.items():
-            arns[role_name] = self._role(run, role_name, service, policy, inputs)
+            lambda: task_policy(secret_arn),
+            [secret_arn],
+        )
+        arns = {name: self._role(run, name, *spec) for name, spec in roles.items()}
         return {
-            "lambda_role_arn": arns[cfg.iam.lambda_role],
+            "lambda_role_arns": {k: arns[n] for k, n in cfg.iam.lambda_roles.items()},
             "task_execution_role_arn": arns[cfg.iam.task_execution_role],
             "task_role_arn": arns[cfg.iam.task_role],
         }
 
-    def _role(self, run: StepRun, role_name: str, service: str, policy, inputs: list) -> str:
+    def _role(self, run: StepRun, role_name: str, trust: dict, policy, inputs: list) -> str:
         iam = run.clients.iam
-        trust = trust_policy(service)
         run.ensure(
             ROLE,
             role_name,
@@ -275,7 +317,7 @@ class IamStep(LabStep):
                 Description=f"msctl lab {run.ctx.lab}: {role_name}",
                 Tags=as_list(run.tags(role_name)),
             )["Role"],
-            fixes=lambda role: _trust_fixes(iam, role, trust),
+            fixes=lambda role: trust_fixes(iam, role, trust),
         )
         role = run.got(ROLE, role_name)
         if role is None:  # under plan: the role's create puts its policy
@@ -352,14 +394,15 @@ def _attached_policies(iam, role_name: str) -> list[dict]:
 # ---------------------------------------------------------------- fix and delete
 
 
-def _trust_fixes(iam, role: Resource, trust: dict) -> list[Fix]:
+def trust_fixes(iam, role: Resource, trust: dict) -> list[Fix]:
     current = role.get("AssumeRolePolicyDocument") or {"Statement": []}
     if normalize(current) == normalize(trust):
         return []
-    principal = trust["Statement"][0]["Principal"]["Service"]
+    statement = trust["Statement"][0]
+    account = statement["Condition"]["StringEquals"]["aws:SourceAccount"]
     return [
         Fix(
-            f"trust policy -> only {principal}",
+            f"trust policy -> only {statement['Principal']['Service']} for account {account}",
             lambda: iam.update_assume_role_policy(
                 RoleName=role["RoleName"], PolicyDocument=json.dumps(trust)
             ),

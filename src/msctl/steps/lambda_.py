@@ -6,6 +6,7 @@ value differs. Log groups are created by msctl first, with the configured retent
 they are tagged and removed on destroy (Lambda would otherwise create them itself, without
 retention, and leave them behind).
 
+Each function runs with its own role (the iam step grants each only what its code calls).
 Environment: USERS_TABLE and SESSIONS_TABLE are the configured tables whose partition key is
 `userId` and `sessionId` (the keys the handlers read and write), so the order of
 dynamodb.tables in the config doesn't matter.
@@ -22,14 +23,12 @@ from ..engine.step import StepError
 from ..resources import Resource
 from ..resources.compute import FUNCTION, LOG_GROUP
 from .base import LabStep
-from .iam import NOTIFICATIONS_PREFIX, lambda_log_group
+from .iam import NOTIFICATIONS_PREFIX, lab_tables, lambda_log_group
 from .log_groups import ensure_log_group
 from .run import Fix, StepRun
 
 HANDLER = "handler.lambda_handler"
 TRACING_MODE = "Active"
-USERS_KEY = "userId"
-SESSIONS_KEY = "sessionId"
 
 # A new role (or its new policy) takes a few seconds to become usable by Lambda.
 ROLE_PROPAGATION_TIMEOUT = 60
@@ -51,12 +50,13 @@ class LambdaStep(LabStep):
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config
-        role_arn = run.outputs_of("iam")["lambda_role_arn"]
+        role_arns = run.outputs_of("iam")["lambda_role_arns"]
         bucket = run.outputs_of("s3")["bucket"]
         environment = function_environment(cfg, bucket)
         functions = {}
         for key, function in cfg.lambda_.functions.items():
             name = function.name
+            role_arn = role_arns[key]
             ensure_log_group(run, lambda_log_group(name), cfg.cloudwatch.log_retention_days)
             try:
                 code = function_zip(cfg, key)
@@ -90,24 +90,15 @@ class LambdaStep(LabStep):
 
 def function_environment(cfg, bucket: str) -> dict[str, str]:
     """The variables every function gets (the handlers read the ones they need)."""
+    tables = lab_tables(cfg)
     return {
-        "USERS_TABLE": _table_with_key(cfg, USERS_KEY),
-        "SESSIONS_TABLE": _table_with_key(cfg, SESSIONS_KEY),
+        "USERS_TABLE": tables["users"],
+        "SESSIONS_TABLE": tables["sessions"],
         "STATIC_BUCKET": bucket,
         "SESSION_TTL_HOURS": str(cfg.lambda_.session_ttl_hours),
         "ALLOWED_ORIGINS": ",".join(cfg.cors.allowed_origins),
         "NOTIFICATIONS_PREFIX": NOTIFICATIONS_PREFIX,
     }
-
-
-def _table_with_key(cfg, partition_key: str) -> str:
-    for table in cfg.dynamodb.tables:
-        if table.partition_key == partition_key:
-            return table.name
-    raise StepError(
-        f"no table in dynamodb.tables has partition key {partition_key!r}",
-        hint="the lab's functions need a users table (userId) and a sessions table (sessionId)",
-    )
 
 
 # ---------------------------------------------------------------- lookups

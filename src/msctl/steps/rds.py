@@ -1,7 +1,13 @@
-"""rds: the DB subnet group and the PostgreSQL instance (seed 2.2).
+"""rds: the DB parameter group, the DB subnet group and the PostgreSQL instance (seed 2.2).
 
 The master password is never chosen, seen or stored by msctl: RDS manages it in Secrets
 Manager (ManageMasterUserPassword) and msctl records only the secret's ARN.
+
+The instance runs with the lab's parameter group, which sets `rds.force_ssl=1`: PostgreSQL
+refuses every connection that doesn't use TLS (the services' libpq negotiates it). A group
+newly given to an existing instance takes effect only after a reboot, which the fix does.
+IAM database authentication is on (AWS FSBP RDS.10; the services still log in with the
+managed password); a standby in the second AZ (`rds.multi_az`) is off: it doubles the cost.
 
 RDS takes 5-8 minutes to create an instance on AWS. `apply` starts the create and returns,
 so that IAM and Lambda don't wait for it; the ecs step calls `wait_available` when it needs
@@ -21,13 +27,22 @@ from ..engine.model import Check, Pending
 from ..engine.step import NotSupported, StepError
 from ..resources import Resource
 from ..resources.base import absent
-from ..resources.data import DB_INSTANCE, DB_SUBNET_GROUP, INSTANCE_TIMEOUT, modify_instance
+from ..resources.data import (
+    DB_INSTANCE,
+    DB_PARAMETER_GROUP,
+    DB_SUBNET_GROUP,
+    INSTANCE_TIMEOUT,
+    modify_instance,
+)
 from .base import LabStep
 from .run import Fix, StepRun
 
 ENGINE = "postgres"
 DEFAULT_PORT = 5432
 BACKUP_RETENTION_DAYS = 1
+# What the lab's parameter group sets, applied at once (dynamic parameters: no reboot).
+PARAMETERS = {"rds.force_ssl": "1"}
+PENDING_REBOOT = "pending-reboot"
 
 # Statuses in which the instance can't serve and won't recover on its own.
 FAILED_STATES = {
@@ -48,13 +63,18 @@ class RdsStep(LabStep):
     name = "rds"
     requires = ("vpc", "sg")
     services = ("rds", "secretsmanager")
-    description = "DB subnet group and PostgreSQL instance (password managed by RDS)"
+    description = "DB parameter and subnet groups, PostgreSQL instance (TLS required)"
     # The instance goes first (no final snapshot unless rds.final_snapshot, deletion
-    # protection off only if the config says off), then its subnet group.
-    kinds = (DB_SUBNET_GROUP, DB_INSTANCE)
+    # protection off only if the config says off), then its subnet and parameter groups.
+    kinds = (DB_PARAMETER_GROUP, DB_SUBNET_GROUP, DB_INSTANCE)
 
     def names(self, config):
-        return [(DB_INSTANCE, config.rds.identifier), (DB_SUBNET_GROUP, config.rds.subnet_group)]
+        cfg = config.rds
+        return [
+            (DB_INSTANCE, cfg.identifier),
+            (DB_SUBNET_GROUP, cfg.subnet_group),
+            (DB_PARAMETER_GROUP, cfg.parameter_group),
+        ]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.rds
@@ -63,6 +83,18 @@ class RdsStep(LabStep):
         subnet_ids = list(run.outputs_of("vpc")["private_subnet_ids"])
         sg_id = run.outputs_of("sg")["group_ids"][cfg.security_group]
 
+        family = parameter_family(cfg.engine_version)
+        parameters = run.ensure(
+            DB_PARAMETER_GROUP,
+            cfg.parameter_group,
+            create=lambda: rds.create_db_parameter_group(
+                DBParameterGroupName=cfg.parameter_group,
+                DBParameterGroupFamily=family,
+                Description=f"msctl lab {lab}: the database's parameters (TLS required)",
+                Tags=as_list(run.tags(cfg.parameter_group)),
+            )["DBParameterGroup"],
+            fixes=lambda found: _parameter_fixes(run, found, family),
+        )
         group = run.ensure(
             DB_SUBNET_GROUP,
             cfg.subnet_group,
@@ -94,7 +126,7 @@ class RdsStep(LabStep):
         run.ensure(
             DB_INSTANCE,
             cfg.identifier,
-            after=[group, sg_id],
+            after=[group, sg_id, parameters],
             find=lambda: existing,
             create=create,
             # The create call carried every setting: a just-created instance is as configured
@@ -237,6 +269,11 @@ def _major(version: str) -> str:
     return version.split(".", 1)[0]
 
 
+def parameter_family(engine_version: str) -> str:
+    """The parameter group family of an engine version: "15.4" -> "postgres15"."""
+    return f"{ENGINE}{_major(engine_version)}"
+
+
 def _not_implemented(exc: BaseException) -> bool:
     """How moto answers an action it lacks: NotImplementedError in-process, HTTP 500 as a
     server (an HTML page botocore can't parse)."""
@@ -271,13 +308,48 @@ def _create_instance(run: StepRun, version: str, sg_id: str) -> Resource:
         ManageMasterUserPassword=True,
         DBName=cfg.db_name,
         DBSubnetGroupName=cfg.subnet_group,
+        DBParameterGroupName=cfg.parameter_group,
         VpcSecurityGroupIds=[sg_id],
         PubliclyAccessible=False,
+        MultiAZ=cfg.multi_az,
+        EnableIAMDatabaseAuthentication=True,
         DeletionProtection=cfg.deletion_protection,
         CopyTagsToSnapshot=True,
         BackupRetentionPeriod=BACKUP_RETENTION_DAYS,
         Tags=as_list(run.tags(cfg.identifier)),
     )["DBInstance"]
+
+
+def _parameter_fixes(run: StepRun, group: Resource, family: str) -> list[Fix]:
+    name = group["DBParameterGroupName"]
+    if group.get("DBParameterGroupFamily", family) != family:
+        return [
+            _refuse(
+                f"family {group['DBParameterGroupFamily']} -> {family}", name, "DB parameter group"
+            )
+        ]
+    rds = run.clients.rds
+    pages = rds.get_paginator("describe_db_parameters").paginate(
+        DBParameterGroupName=name, Source="user"
+    )
+    current = {
+        p["ParameterName"]: p.get("ParameterValue") for page in pages for p in page["Parameters"]
+    }
+    wrong = {k: v for k, v in PARAMETERS.items() if current.get(k) != v}
+    if not wrong:
+        return []
+    return [
+        Fix(
+            "; ".join(f"{k} {current.get(k) or 'default'} -> {v}" for k, v in wrong.items()),
+            lambda: rds.modify_db_parameter_group(
+                DBParameterGroupName=name,
+                Parameters=[
+                    {"ParameterName": k, "ParameterValue": v, "ApplyMethod": "immediate"}
+                    for k, v in wrong.items()
+                ],
+            ),
+        )
+    ]
 
 
 def _subnet_group_fixes(run: StepRun, group: Resource, subnet_ids: list[str]) -> list[Fix]:
@@ -371,22 +443,65 @@ def _instance_fixes(run: StepRun, inst: Resource, sg_id: str) -> list[Fix]:
         fixed("PubliclyAccessible", False, "publicly accessible -> not")
     if not now.get("MasterUserSecret"):
         fixed("ManageMasterUserPassword", True, "master password managed by RDS in Secrets Manager")
+    if bool(now.get("MultiAZ")) != cfg.multi_az:
+        fixed("MultiAZ", cfg.multi_az, f"multi-AZ {'on' if cfg.multi_az else 'off'}")
+    if not now.get("IAMDatabaseAuthenticationEnabled"):
+        fixed("EnableIAMDatabaseAuthentication", True, "IAM database authentication on")
+    groups = {g["DBParameterGroupName"]: g for g in now.get("DBParameterGroups", [])}
+    if cfg.parameter_group not in groups:
+        fixed(
+            "DBParameterGroupName",
+            cfg.parameter_group,
+            f"parameter group {', '.join(groups) or 'none'} -> {cfg.parameter_group} "
+            "(the instance reboots to apply it)",
+        )
+    rds = run.clients.rds
+
+    def apply() -> None:
+        modify_instance(run, rds, cfg.identifier, **changes)
+        if "DBParameterGroupName" in changes:
+            _reboot_if_pending(run, cfg.identifier)
 
     fixes = [_refuse(detail, cfg.identifier) for detail in refuse]
     if changes:
+        fixes.append(Fix("; ".join(details), apply))
+    elif groups[cfg.parameter_group].get("ParameterApplyStatus") == PENDING_REBOOT:
         fixes.append(
             Fix(
-                "; ".join(details),
-                lambda: modify_instance(run, run.clients.rds, cfg.identifier, **changes),
+                f"reboot to apply parameter group {cfg.parameter_group}",
+                lambda: _reboot_if_pending(run, cfg.identifier),
             )
         )
     return fixes
 
 
-def _refuse(detail: str, identifier: str) -> Fix:
+def _reboot_if_pending(run: StepRun, identifier: str) -> None:
+    """Once the modification is done: reboot if the parameter group waits for one."""
+    rds = run.clients.rds
+    seen: list[str] = []
+
+    def settled() -> tuple[bool, str]:
+        found = _instance(rds, identifier) or {}
+        seen[:] = [g.get("ParameterApplyStatus", "") for g in found.get("DBParameterGroups", [])]
+        status = found.get("DBInstanceStatus", "unknown")
+        return status == "available" and "applying" not in seen, f"{status}, {seen}"
+
+    run.wait(
+        f"DB instance {identifier} to take its parameter group", settled, timeout=INSTANCE_TIMEOUT
+    )
+    if PENDING_REBOOT in seen:
+        run.retry(
+            lambda: rds.reboot_db_instance(DBInstanceIdentifier=identifier),
+            codes=("InvalidDBInstanceState", "InvalidDBInstanceStateFault"),
+            timeout=INSTANCE_TIMEOUT,
+            reason=f"DB instance {identifier} is still being modified",
+        )
+
+
+def _refuse(detail: str, identifier: str, what: str = "DB instance") -> Fix:
     def refuse() -> None:
         raise StepError(
-            f"DB instance {identifier} can't be changed in place ({detail})", hint=REBUILD_HINT
+            f"{what} {identifier} can't be changed in place ({detail})", hint=REBUILD_HINT
         )
 
     return Fix(detail, refuse, action="replace")

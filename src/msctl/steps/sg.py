@@ -1,4 +1,9 @@
-"""sg: the three security groups and exactly the seed's ingress rules (seed 1.2)."""
+"""sg: the three security groups and exactly the seed's ingress rules (seed 1.2).
+
+Rules are compared whole (`sg_rules`): a rule the config doesn't name, whatever its protocol,
+port range or source (an IPv6 range, a prefix list, another group), is drift that `plan` and
+`status` report and `up` revokes.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,8 @@ from ..resources import Resource
 from ..resources.ec2 import SECURITY_GROUP
 from .base import LabStep
 from .run import Fix, StepRun
+from .sg_rules import RuleKey, label, live_rules, tcp_key
 from .vpc import replace_fix
-
-Rule = tuple[int, str]  # (port, "cidr:0.0.0.0/0" or "group:sg-123")
 
 
 class SgStep(LabStep):
@@ -51,13 +55,14 @@ class SgStep(LabStep):
                 create=create,
                 fixes=lambda sg, g=group: _description_fix(sg, g),
             )
+        names = {ident: name for name, ident in ids.items()}
         for group in groups:
-            current = _current_rules(found.get(group.name) or {})
+            current = live_rules((found.get(group.name) or {}).get("IpPermissions", []))
             desired = {_rule_key(r, ids): r for r in group.ingress}
             for key, rule in desired.items():
                 run.setting(
                     "ingress-rule",
-                    f"{group.name} {_describe(rule)}",
+                    f"{group.name} {label(key, names)}",
                     ok=key in current,
                     detail="authorize",
                     action="create",
@@ -67,7 +72,7 @@ class SgStep(LabStep):
                 if key not in desired:
                     run.setting(
                         "ingress-rule",
-                        f"{group.name} port {key[0]} from {key[1]}",
+                        f"{group.name} {label(key, names)}",
                         ok=False,
                         detail="not in config: revoke",
                         action="delete",
@@ -89,34 +94,10 @@ def _description_fix(sg: Resource, group) -> list[Fix]:
     ]
 
 
-def _rule_key(rule, ids: dict[str, str]) -> Rule:
+def _rule_key(rule, ids: dict[str, str]) -> RuleKey:
     if rule.from_cidr is not None:
-        return rule.port, f"cidr:{rule.from_cidr}"
-    return rule.port, f"group:{ids[rule.from_group]}"
-
-
-def _describe(rule) -> str:
-    source = rule.from_cidr if rule.from_cidr is not None else rule.from_group
-    return f"port {rule.port} from {source}"
-
-
-def _current_rules(sg: Resource) -> dict[Rule, dict]:
-    """Each (port, source) of the group's ingress as one IpPermission that can revoke it."""
-    rules: dict[Rule, dict] = {}
-    for perm in sg.get("IpPermissions", []):
-        base = {k: perm[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in perm}
-        port = perm.get("FromPort", -1)
-        for ip_range in perm.get("IpRanges", []):
-            rules[(port, f"cidr:{ip_range['CidrIp']}")] = {
-                **base,
-                "IpRanges": [{"CidrIp": ip_range["CidrIp"]}],
-            }
-        for pair in perm.get("UserIdGroupPairs", []):
-            rules[(port, f"group:{pair['GroupId']}")] = {
-                **base,
-                "UserIdGroupPairs": [{"GroupId": pair["GroupId"]}],
-            }
-    return rules
+        return tcp_key(rule.port, f"cidr:{rule.from_cidr}")
+    return tcp_key(rule.port, f"group:{ids[rule.from_group]}")
 
 
 def _authorize(ec2, group_id: str, rule, ids: dict[str, str]) -> None:

@@ -2,6 +2,11 @@
 
 The NAT gateway and its Elastic IP are the `nat` step, so that everything that needs only
 subnets (security groups, RDS, the ALB and the edge) starts without waiting ~2 min for NAT.
+
+Two of AWS's Foundational Security Best Practices: the VPC's default security group has no
+rules (EC2.2; nothing of the lab uses it, and a resource put in it by mistake then reaches
+nothing), and no subnet gives instances a public IP on launch (EC2.15; the ALB and the NAT
+gateway have addresses of their own, the tasks and the database stay private).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from ..resources import Resource
 from ..resources.ec2 import INTERNET_GATEWAY, ROUTE_TABLE, SUBNET, VPC
 from .base import LabStep
 from .run import Fix, StepRun
+from .sg_rules import label, live_rules
 
 DEFAULT_ROUTE = "0.0.0.0/0"
 
@@ -34,20 +40,19 @@ class VpcStep(LabStep):
             fixes=lambda vpc: _vpc_fixes(ec2, vpc, cfg),
         )
         subnets: dict[str, str] = {}
-        for public, group in ((True, cfg.public_subnets), (False, cfg.private_subnets)):
-            for subnet in group:
-                subnets[subnet.name] = run.ensure(
-                    SUBNET,
-                    subnet.name,
-                    after=[vpc_id],
-                    create=lambda s=subnet: ec2.create_subnet(
-                        VpcId=vpc_id,
-                        CidrBlock=str(s.cidr),
-                        AvailabilityZone=s.az,
-                        TagSpecifications=ec2_spec("subnet", run.tags(s.name)),
-                    )["Subnet"],
-                    fixes=lambda found, s=subnet, p=public: _subnet_fixes(ec2, found, s, p),
-                )
+        for subnet in (*cfg.public_subnets, *cfg.private_subnets):
+            subnets[subnet.name] = run.ensure(
+                SUBNET,
+                subnet.name,
+                after=[vpc_id],
+                create=lambda s=subnet: ec2.create_subnet(
+                    VpcId=vpc_id,
+                    CidrBlock=str(s.cidr),
+                    AvailabilityZone=s.az,
+                    TagSpecifications=ec2_spec("subnet", run.tags(s.name)),
+                )["Subnet"],
+                fixes=lambda found, s=subnet: _subnet_fixes(ec2, found, s),
+            )
         igw_id = run.ensure(
             INTERNET_GATEWAY,
             cfg.internet_gateway,
@@ -136,10 +141,37 @@ def _vpc_fixes(ec2, vpc: Resource, cfg) -> list[Fix]:
                     ),
                 )
             )
+    return fixes + _default_group_fixes(ec2, vpc["VpcId"])
+
+
+def _default_group_fixes(ec2, vpc_id: str) -> list[Fix]:
+    """Revoke every rule of the VPC's default security group (it can't be deleted)."""
+    groups = ec2.describe_security_groups(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "group-name", "Values": ["default"]},
+        ]
+    )["SecurityGroups"]
+    fixes = []
+    for group in groups:
+        for direction, field, revoke in (
+            ("ingress", "IpPermissions", ec2.revoke_security_group_ingress),
+            ("egress", "IpPermissionsEgress", ec2.revoke_security_group_egress),
+        ):
+            rules = live_rules(group.get(field) or [])
+            if rules:
+                detail = f"default security group: revoke {direction} " + ", ".join(
+                    map(label, rules)
+                )
+                fixes.append(Fix(detail, _revoking(revoke, group["GroupId"], list(rules.values()))))
     return fixes
 
 
-def _subnet_fixes(ec2, subnet: Resource, cfg, public: bool) -> list[Fix]:
+def _revoking(revoke, group_id: str, permissions: list[dict]):
+    return lambda: revoke(GroupId=group_id, IpPermissions=permissions)
+
+
+def _subnet_fixes(ec2, subnet: Resource, cfg) -> list[Fix]:
     fixes = []
     if subnet["CidrBlock"] != str(cfg.cidr) or subnet["AvailabilityZone"] != cfg.az:
         fixes.append(
@@ -148,12 +180,12 @@ def _subnet_fixes(ec2, subnet: Resource, cfg, public: bool) -> list[Fix]:
                 f"subnet {cfg.name}",
             )
         )
-    if subnet.get("MapPublicIpOnLaunch", False) != public:
+    if subnet.get("MapPublicIpOnLaunch"):
         fixes.append(
             Fix(
-                f"map public IP on launch {'on' if public else 'off'}",
+                "map public IP on launch off",
                 lambda: ec2.modify_subnet_attribute(
-                    SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": public}
+                    SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": False}
                 ),
             )
         )
