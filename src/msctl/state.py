@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+MAX_STATE_BYTES = 16 * 1024 * 1024  # a lab's state is a few KB: never read a huge file whole
 
 REBUILD_HINT = (
     "run `msctl status --rebuild-state`: it moves the file aside and rebuilds the state "
@@ -90,6 +91,35 @@ def check_no_secrets(value: Any, where: str) -> None:
                 stack.append((child_path, child))
         elif isinstance(item, list | tuple):
             stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+
+
+def check_state_dir(path: Path) -> None:
+    """A StateError unless ``path`` is a directory or doesn't exist yet."""
+    if path.is_dir() or not os.path.lexists(path):
+        return
+    if not path.exists():  # a symbolic link to nothing
+        raise StateError(
+            f"state directory {path} is a symbolic link to {os.readlink(path)}, which does "
+            "not exist; create that directory or pass another --state-dir"
+        )
+    raise StateError(
+        f"state directory {path} is not a directory; move it away or pass another --state-dir"
+    )
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state directory (0700) unless it exists; a one-line StateError for one
+    that can't be used (a file, a dangling symbolic link, no permission to write in it)."""
+    path = Path(path)
+    check_state_dir(path)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise StateError(f"cannot create state directory {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StateError(
+            f"cannot write in state directory {path}: permission denied; pass another --state-dir"
+        )
 
 
 def _now() -> str:
@@ -215,19 +245,24 @@ class StateStore:
     # ------------------------------------------------------------ load / save
 
     def exists(self) -> bool:
+        check_state_dir(self.state_dir)
         return self.path.exists()
 
     def load(self) -> None:
         """(Re)read the state file. A missing file is an empty state."""
         with self._rlock:
             self._body = None
+            check_state_dir(self.state_dir)
             try:
-                raw = self.path.read_bytes()
+                with open(self.path, "rb") as fh:
+                    raw = fh.read(MAX_STATE_BYTES + 1)
             except FileNotFoundError:
                 self._body = _empty_body()
                 return
             except OSError as e:
                 raise StateError(f"cannot read state file {self.path}: {e.strerror}") from e
+            if len(raw) > MAX_STATE_BYTES:
+                raise self._corrupt(f"more than {MAX_STATE_BYTES} bytes")
             self._body = self._parse(raw)
 
     def _corrupt(self, problem: str) -> StateCorrupt:
@@ -264,13 +299,7 @@ class StateStore:
         return body
 
     def _ensure_dir(self) -> None:
-        if not self.state_dir.is_dir():
-            try:
-                self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            except OSError as e:
-                raise StateError(
-                    f"cannot create state directory {self.state_dir}: {e.strerror}"
-                ) from e
+        prepare_state_dir(self.state_dir)
 
     def _loaded(self) -> dict:
         """The in-memory body, loading it on first use. Caller holds ``_rlock``."""

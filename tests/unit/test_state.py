@@ -392,6 +392,44 @@ def test_lock_creates_state_dir(tmp_path):
     assert stat.S_IMODE(store.state_dir.stat().st_mode) == 0o700
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d.write_text("x"), "is not a directory; move it away or pass another"),
+        (lambda d: d.symlink_to(d.parent / "gone"), "is a symbolic link to "),
+    ],
+    ids=["file", "dangling-link"],
+)
+def test_unusable_state_dir_is_one_state_error(tmp_path, make, message):
+    state_dir = tmp_path / "state"
+    make(state_dir)
+    store = StateStore(state_dir, LAB)
+    for use in (store.load, store.exists, lambda: store.set_meta(a=1), lambda: store.locked("up").__enter__()):  # fmt: skip
+        with pytest.raises(StateError) as err:
+            use()
+        assert str(err.value).startswith(f"state directory {state_dir} ")
+        assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "gone").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_state_dir_is_one_state_error(tmp_path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o500)
+    with pytest.raises(StateError, match=f"cannot write in state directory {state_dir}: "):
+        StateStore(state_dir, LAB).set_meta(a=1)
+    with pytest.raises(StateError, match=f"cannot create state directory {state_dir / 'sub'}"):
+        StateStore(state_dir / "sub", LAB).set_meta(a=1)
+
+
+def test_a_huge_state_file_is_not_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(state_mod, "MAX_STATE_BYTES", 1000)
+    store = make_store(tmp_path)
+    store.set_meta(padding="x" * 2000)
+    with pytest.raises(StateCorrupt, match="more than 1000 bytes"):
+        make_store(tmp_path).load()
+
+
 # --------------------------------------------------------------- journal
 
 

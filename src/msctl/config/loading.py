@@ -56,18 +56,20 @@ def load_config(path: Path, overrides: list[str] = ()) -> LabConfig:
     """Read, override and validate. Raises ConfigError with one line per problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:  # at most one byte past the limit: /dev/zero ends here
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                [
+                    f"{path}: more than {MAX_CONFIG_BYTES} bytes is far more than a lab config; "
+                    "is this the right file?"
+                ]
+            )
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([f"config file {path} not found (pass -c/--config PATH)"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read config file {path}: {exc}"]) from None
-    if len(text) > MAX_CONFIG_CHARS:
-        raise ConfigError(
-            [
-                f"{path}: {len(text)} characters is far more than a lab config (the limit is "
-                f"{MAX_CONFIG_CHARS}); is this the right file?"
-            ]
-        )
     try:
         node, data = _parse(path, text)
     except yaml.YAMLError as exc:
@@ -103,7 +105,8 @@ def load_config(path: Path, overrides: list[str] = ()) -> LabConfig:
 # but expands to billions of values once constructed and walked, and a recursive alias never
 # ends. A lab config is a few hundred values, a few levels deep: these limits are far above
 # that and far below harm.
-MAX_CONFIG_CHARS = 1_000_000
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_CHARS = MAX_CONFIG_BYTES  # so at most that many characters too
 MAX_YAML_DEPTH = 50
 MAX_YAML_VALUES = 100_000
 

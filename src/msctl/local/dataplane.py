@@ -2,20 +2,26 @@
 
 `start` runs `python -m msctl.local.dataplane` in the background (like the emulator, it
 outlives the command). That process reads what msctl provisioned from the emulator, starts a
-local PostgreSQL with the RDS-managed credentials, the Lambda function runner and the ECS
+local PostgreSQL with the RDS-managed user, the Lambda function runner and the ECS
 services, and serves the edge on a loopback port: the lab's public URL on this target.
+
+The emulator is unauthenticated: any local user can read the RDS secret from it and change
+what the functions and services run with. So the PostgreSQL serves no TCP port, only a unix
+socket in a 0700 directory, and the runners pass on only safe variables (environment.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -29,6 +35,7 @@ RECORD = "dataplane.json"
 PORT = "dataplane.port"  # the port it last served on: the next start takes it again
 LOG = "dataplane.log"
 START_TIMEOUT = 180.0
+_SHARED_PARENT = Path("/var/tmp/msctl-postgres")  # as root, when the state dir can't be used
 REQUIRED_STEPS = ("cloudfront", "apigw", "lambda", "alb", "ecs", "rds")
 
 
@@ -156,6 +163,8 @@ def start(
 
 
 def stop(state_dir: Path, timeout: float = 20.0) -> bool:
+    if not Path(state_dir).is_dir():
+        return False
     info = read_info(state_dir)
     (Path(state_dir) / RECORD).unlink(missing_ok=True)
     if info is None or not _is_ours(info.pid):
@@ -197,7 +206,17 @@ def postgres_dir(state_dir: Path) -> Path:
     import hashlib
 
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
-    return Path("/var/tmp/msctl-postgres") / digest
+    return _SHARED_PARENT / digest
+
+
+def _own_directory(path: Path) -> None:
+    """Create the cluster's parent. Under /var/tmp it must be root's and writable by no one
+    else: a local user who made it first could swap the cluster under PostgreSQL."""
+    path.mkdir(mode=0o711, parents=True, exist_ok=True)
+    st = path.lstat()
+    mine = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    if path == _SHARED_PARENT and not mine:
+        raise DataPlaneError(f"{path} is not root's own directory: remove it and run msctl up")
 
 
 def _reachable_by_postgres(path: Path) -> bool:
@@ -207,7 +226,10 @@ def _reachable_by_postgres(path: Path) -> bool:
         user = pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         return True  # LocalPostgres will say what is missing
-    return all(_can_traverse(p, user) for p in [path, *path.parents])
+    try:
+        return all(_can_traverse(p, user) for p in [path, *path.parents])
+    except OSError:  # a state dir that doesn't exist (yet)
+        return False
 
 
 # ---------------------------------------------------------------- the data plane process
@@ -248,35 +270,33 @@ def serve(
     )
 
     pg_dir = postgres_dir(Path(state_dir))
-    pg_dir.parent.mkdir(parents=True, exist_ok=True)
-    pg = LocalPostgres(
-        pg_dir, free_port(), superuser=secret["username"], password=secret["password"]
-    )
+    _own_directory(pg_dir.parent)
+    # Socket-only: the secret's password is known to anyone who can reach the emulator.
+    pg = LocalPostgres(pg_dir, free_port(), superuser=secret["username"], tcp=False)
     functions = FunctionRunner(
         info.endpoint,
         config.region,
         Path(state_dir) / "functions",
         code_source=lab_code_source(config),
     )
-    services = ServiceRunner(clients, config, "127.0.0.1", pg.port, Path(state_dir))
-    try:
+    with contextlib.ExitStack() as running:  # stopped in reverse order
+        running.callback(pg.stop)
         pg.init()
         pg.start()
         db_name = outputs["rds"].get("db_name") or config.rds.db_name
         if db_name != "postgres":
             pg.create_database(db_name)
+        running.callback(functions.close)
         for function in outputs["lambda"]["functions"].values():
             functions.warm(function["arn"])  # cold starts before traffic, not during it
         edge = Edge(clients, outputs["cloudfront"]["distribution_id"], functions.invoke, account)
+        services = ServiceRunner(clients, config, str(pg.socket_dir), pg.port, Path(state_dir))
+        running.callback(services.stop_all)
         for task in services.start_all():
             if task.target_group_arn:
                 edge.register_target(outputs["alb"]["dns_name"], task.target_group_arn, task.url)
         record = (info.instance_id, serves(config_path, overrides))
         asyncio.run(_serve_edge(edge, Path(state_dir), record, port, if_free, web))
-    finally:
-        services.stop_all()
-        functions.close()
-        pg.stop()
 
 
 async def _serve_edge(

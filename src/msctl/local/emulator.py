@@ -308,7 +308,9 @@ def _log_tail(log_path: Path, offset: int) -> str:
 @contextlib.contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
     """Serialise start/stop between concurrent msctl processes."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    from ..state import prepare_state_dir  # one error line for a file, a dangling link...
+
+    prepare_state_dir(state_dir)
     with open(state_dir / LOCK_FILE, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

@@ -65,8 +65,15 @@ def _setup_logging() -> None:
 
 def _load_handler(spec: str):
     module_name, _, attr = spec.rpartition(".")
+    dotted = module_name.replace("/", ".")
+    # The handler setting comes from the emulator, which anyone on this machine can change:
+    # only a module of the deployed code is imported, never another one on sys.path.
+    base = os.path.join(os.getcwd(), *dotted.split("."))
+    if not any(os.path.isfile(base + end) for end in (".py", f"{os.sep}__init__.py")):
+        message = f"Unable to import module '{module_name}': no {dotted} in the deployed code"
+        return None, ("Runtime.ImportModuleError", message)
     try:
-        module = importlib.import_module(module_name.replace("/", "."))
+        module = importlib.import_module(dotted)
     except Exception as exc:
         error = ("Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}")
         return None, error

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .environment import safe_environment
 from .function_code import LOOPBACK, deployed_code
 from .function_pool import FunctionError, Pool, Retired
 
@@ -133,30 +134,28 @@ class FunctionRunner:
 
     def _env(self, spec: FunctionSpec, root: Path) -> dict[str, str]:
         no_proxy = ",".join([*LOOPBACK, urlsplit(self.endpoint).hostname or ""])
-        env = {key: os.environ[key] for key in _KEEP_ENV if key in os.environ}
-        env.update({"TZ": ":UTC", **spec.environment})
-        env.update(
-            {
-                "AWS_ENDPOINT_URL": self.endpoint,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_REGION": self.region,
-                "AWS_DEFAULT_REGION": self.region,
-                "AWS_CONFIG_FILE": os.devnull,  # never the user's profiles or real endpoints
-                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
-                "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-                "LAMBDA_TASK_ROOT": str(root),
-                "_HANDLER": spec.handler,
-                "NO_PROXY": no_proxy,
-                "no_proxy": no_proxy,
-            }
-        )
-        return env
+        runtime = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_CONFIG_FILE": os.devnull,  # never the user's profiles or real endpoints
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "LAMBDA_TASK_ROOT": str(root),
+            "_HANDLER": spec.handler,
+            "NO_PROXY": no_proxy,
+            "no_proxy": no_proxy,
+        }
+        own = {key: os.environ[key] for key in _KEEP_ENV if key in os.environ}
+        chosen = safe_environment(spec.environment, f"function {spec.name}", runtime)
+        return {**own, "TZ": ":UTC", **chosen, **runtime}
 
     # --- invocation ----------------------------------------------------------------
 

@@ -7,9 +7,11 @@ and without touching any system cluster.
     with LocalPostgres(Path("/var/tmp/msctl-pg"), port=55432, password=pw) as pg:
         dsn = pg.dsn()
 
-Every cluster listens on 127.0.0.1 only and keeps its unix socket inside its own
-data directory. PostgreSQL refuses to run as root, so when msctl runs as root
-(CI does) the server binaries are run as the ``postgres`` system user through
+A cluster listens on 127.0.0.1, or with ``tcp=False`` (msctl's local target) on no
+network address at all: only its unix socket, which it keeps in a 0700 directory
+inside its own data directory (or, when that path is too long for a socket, in a
+private one under /tmp). PostgreSQL refuses to run as root, so when msctl runs as
+root (CI does) the server binaries are run as the ``postgres`` system user through
 ``runuser`` and the data directory is handed to that user.
 
 The password is never logged, printed or passed on a command line: initdb reads
@@ -28,6 +30,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +50,11 @@ SYSTEM_USER = "postgres"
 
 _REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
 _DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-#: sun_path is 108 bytes on Linux (104 on macOS); keep a margin.
-_MAX_SOCKET_PATH = 100
+#: sun_path is 108 bytes on Linux (104 on macOS), the NUL included.
+_MAX_SOCKET_PATH = 103 if sys.platform == "darwin" else 107
+#: Where a socket goes whose path under the data directory would be too long: short, and
+#: traversable by the ``postgres`` user (TMPDIR may be neither).
+_SHORT_SOCKET_PARENT = "/tmp"
 _PG_ENV_VARS = (
     "PGDATA",
     "PGHOST",
@@ -122,8 +128,12 @@ class LocalPostgres:
     """One PostgreSQL cluster in ``data_dir``, served on ``127.0.0.1:port``.
 
     ``password`` protects TCP connections (scram-sha-256); without it TCP
-    connections are trusted. The unix socket lives in ``data_dir/sockets``, so
-    only the cluster's owner can reach it, and it is trusted.
+    connections are trusted. The unix socket lives in ``socket_dir``, so only the
+    cluster's owner (and root) can reach it, and it is trusted.
+
+    ``tcp=False`` serves the unix socket only (``dsn()`` and ``service_env()``
+    name its directory as the host): no other local user can connect, whatever
+    password they know.
 
     ``ephemeral=True`` trades crash safety for speed (no fsync): for test and
     scratch clusters only.
@@ -137,6 +147,7 @@ class LocalPostgres:
         password: str | None = None,
         *,
         ephemeral: bool = False,
+        tcp: bool = True,
     ) -> None:
         if not 1 <= int(port) <= 65535:
             raise ValueError(f"port out of range: {port}")
@@ -149,12 +160,15 @@ class LocalPostgres:
         self.superuser = superuser
         self._password = password
         self.ephemeral = ephemeral
+        self.tcp = tcp
         self._bin_dir: Path | None = None
+        self._socket_dir: Path | None = None  # where start() put it
 
     def __repr__(self) -> str:  # never shows the password
         return (
             f"LocalPostgres(data_dir={str(self.data_dir)!r}, port={self.port}, "
-            f"superuser={self.superuser!r}, password={'***' if self._password else None})"
+            f"superuser={self.superuser!r}, password={'***' if self._password else None}, "
+            f"tcp={self.tcp})"
         )
 
     # -- locations -------------------------------------------------------
@@ -171,7 +185,9 @@ class LocalPostgres:
 
     @property
     def socket_dir(self) -> Path:
-        return self.data_dir / "sockets"
+        """The directory of the unix socket: ``data_dir/sockets``, or the short one that
+        start() chose instead (a running server's postmaster.pid names it)."""
+        return self._socket_dir or self._recorded_socket_dir() or self.data_dir / "sockets"
 
     @property
     def logfile(self) -> Path:
@@ -184,9 +200,9 @@ class LocalPostgres:
     # -- connection details ---------------------------------------------
 
     def dsn(self, dbname: str = "postgres") -> str:
-        """libpq key/value connection string for TCP on 127.0.0.1."""
+        """libpq key/value connection string: TCP on 127.0.0.1, else the unix socket."""
         parts = {
-            "host": "127.0.0.1",
+            "host": self._host,
             "port": str(self.port),
             "dbname": dbname,
             "user": self.superuser,
@@ -198,7 +214,7 @@ class LocalPostgres:
     def service_env(self, dbname: str = "postgres") -> dict[str, str]:
         """The DB_* variables the lab's products/orders services read."""
         env = {
-            "DB_HOST": "127.0.0.1",
+            "DB_HOST": self._host,
             "DB_PORT": str(self.port),
             "DB_NAME": dbname,
             "DB_USER": self.superuser,
@@ -206,6 +222,10 @@ class LocalPostgres:
         if self._password is not None:
             env["DB_PASSWORD"] = self._password
         return env
+
+    @property
+    def _host(self) -> str:
+        return "127.0.0.1" if self.tcp else str(self.socket_dir)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -234,14 +254,10 @@ class LocalPostgres:
         if self.ephemeral:
             args.append("--no-sync")
         with self._pwfile(owner) as pwfile:
-            if pwfile is None:
-                args.append("--auth=trust")
-            else:
-                args += [
-                    f"--pwfile={pwfile}",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                ]
+            host_auth = "scram-sha-256" if pwfile else "trust"
+            args += ["--auth-local=trust", f"--auth-host={host_auth if self.tcp else 'reject'}"]
+            if pwfile is not None:
+                args.append(f"--pwfile={pwfile}")
             self._run(args, what="initdb")
         log.info("initialized PostgreSQL cluster in %s", self.data_dir)
         return True
@@ -253,19 +269,12 @@ class LocalPostgres:
         if self.is_running():
             return
         owner = self._prepare_ownership(self.data_dir)
-        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        if owner is not None:
-            os.chown(self.socket_dir, owner.pw_uid, owner.pw_gid)
-        socket_path = self.socket_dir / f".s.PGSQL.{self.port}"
-        if len(str(socket_path)) > _MAX_SOCKET_PATH:
-            raise LocalPostgresError(
-                f"unix socket path {socket_path} is too long for the OS; "
-                "use a shorter data directory path"
-            )
+        self._socket_dir = self._make_socket_dir(owner)
         options = [
             f"-p {self.port}",
-            f"-k {shlex.quote(str(self.socket_dir))}",
-            "-c listen_addresses=127.0.0.1",
+            f"-k {shlex.quote(str(self._socket_dir))}",
+            "-c unix_socket_permissions=0700",
+            f"-c listen_addresses={'127.0.0.1' if self.tcp else shlex.quote('')}",
         ]
         if self.ephemeral:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
@@ -288,14 +297,19 @@ class LocalPostgres:
             raise LocalPostgresError(
                 f"{exc}\n--- {self.logfile} (tail) ---\n{self._log_tail()}"
             ) from None
-        log.info("PostgreSQL running on 127.0.0.1:%d (data %s)", self.port, self.data_dir)
+        where = f"127.0.0.1:{self.port}" if self.tcp else f"its socket in {self._socket_dir}"
+        log.info("PostgreSQL running on %s (data %s)", where, self.data_dir)
 
     def stop(self) -> None:
         """Stop the server (fast shutdown). No-op if it is not running."""
         if not self.is_running():
             return
+        socket_dir = self.socket_dir
         args = [str(self.bin_dir / "pg_ctl"), "stop", "-w", "-t", "60", "-m", "fast"]
         self._run([*args, "-D", str(self.data_dir)], what="pg_ctl stop")
+        if socket_dir.parent == Path(_SHORT_SOCKET_PARENT):  # made by start(): its own
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        self._socket_dir = None
         log.info("PostgreSQL on port %d stopped", self.port)
 
     def is_running(self) -> bool:
@@ -360,6 +374,32 @@ class LocalPostgres:
             sql,
         ]
         return self._run(args, what="psql").stdout
+
+    def _make_socket_dir(self, owner: pwd.struct_passwd | None) -> Path:
+        """A 0700 directory of the server's user for its socket: ``data_dir/sockets``, or a
+        fresh one under /tmp when that path would be too long for a unix socket."""
+        name = f".s.PGSQL.{self.port}"
+        directory = self.data_dir / "sockets"
+        if _fits(directory / name):
+            directory.mkdir(mode=0o700, exist_ok=True)
+        else:
+            directory = Path(tempfile.mkdtemp(prefix="msctl-pg-", dir=_SHORT_SOCKET_PARENT))
+            if not _fits(directory / name):
+                shutil.rmtree(directory, ignore_errors=True)
+                raise LocalPostgresError(f"no socket path short enough for {self.data_dir}")
+            log.info("socket path under %s too long: using %s", self.data_dir, directory)
+        os.chmod(directory, 0o700)
+        if owner is not None:
+            os.chown(directory, owner.pw_uid, owner.pw_gid)
+        return directory
+
+    def _recorded_socket_dir(self) -> Path | None:
+        """The socket directory postmaster.pid names (its 5th line), if the file is there."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return None
+        return Path(lines[4]) if len(lines) > 4 and lines[4].startswith("/") else None
 
     def _system_user(self) -> pwd.struct_passwd:
         try:
@@ -455,6 +495,10 @@ class LocalPostgres:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _fits(socket_path: Path) -> bool:
+    return len(os.fsencode(socket_path)) <= _MAX_SOCKET_PATH
 
 
 def _can_traverse(path: Path, user: pwd.struct_passwd) -> bool:

@@ -22,7 +22,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .environment import safe_environment
+
 APP_CONTAINER_SKIP = {"xray-daemon"}
+_PER_TASK = ("GUNICORN_BIND", "PORT", "PYTHONUNBUFFERED")  # what _start sets
 HEALTH_TIMEOUT = 60.0
 # Health checks go straight to loopback, never through a configured HTTP proxy.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -108,7 +111,7 @@ class ServiceRunner:
             )
             source = self.config.path(svc.source)
             self._check_image(container["image"], source_hash(source), svc.service)
-            env = self._environment(container)
+            env = self._environment(container, svc.service)
             command = local_command(dockerfile_cmd(source))
             tg = next((lb["targetGroupArn"] for lb in service.get("loadBalancers", [])), None)
             for index in range(service.get("desiredCount", 1)):
@@ -132,21 +135,24 @@ class ServiceRunner:
                 f"what is on disk now (tags {sorted(tags)}); run msctl up"
             )
 
-    def _environment(self, container: dict) -> dict[str, str]:
-        env = {e["name"]: e["value"] for e in container.get("environment", [])}
-        # The RDS endpoint is a placeholder in the emulator: the local PostgreSQL stands in.
-        env.update(DB_HOST=self.db_host, DB_PORT=str(self.db_port))
-        # boto3 in the service talks to the emulator only, never with the user's AWS setup.
-        env.update(
-            AWS_ENDPOINT_URL=self.clients.secretsmanager.meta.endpoint_url,
-            AWS_REGION=self.clients.region,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_CONFIG_FILE=os.devnull,
-            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-            AWS_EC2_METADATA_DISABLED="true",
-        )
-        return env
+    def _environment(self, container: dict, service: str) -> dict[str, str]:
+        own = {
+            # The RDS endpoint is a placeholder in the emulator: the local PostgreSQL stands
+            # in (DB_HOST may be the directory of its unix socket).
+            "DB_HOST": self.db_host,
+            "DB_PORT": str(self.db_port),
+            # boto3 in the service talks to the emulator only, never with the user's AWS setup.
+            "AWS_ENDPOINT_URL": self.clients.secretsmanager.meta.endpoint_url,
+            "AWS_REGION": self.clients.region,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        given = {e.get("name"): e.get("value") for e in container.get("environment", [])}
+        chosen = safe_environment(given, f"service {service}", {*own, *_PER_TASK})
+        return {**chosen, **own}
 
     def _start(
         self, key: str, index: int, source: Path, command: list[str], env: dict, tg: str | None

@@ -1,0 +1,68 @@
+"""Bad input gives one `Error:` line and an exit code, never a traceback or a full memory:
+an endless or huge config, a state dir that is a file or a dangling symbolic link."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from msctl.cli import main
+from msctl.config.loading import MAX_CONFIG_BYTES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    target = tmp_path / "config" / "lab.yaml"
+    target.parent.mkdir()
+    shutil.copy(ROOT / "config" / "lab.yaml", target)
+    return target
+
+
+@pytest.mark.parametrize("command", [["plan"], ["up"], ["status"]])
+def test_an_endless_config_is_refused_after_the_limit(runner, command):
+    result = runner.invoke(main, [*command, "-c", "/dev/zero"])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: /dev/zero: more than {MAX_CONFIG_BYTES} bytes is far more than a lab config; "
+        "is this the right file?"
+    ]
+
+
+FILE = "is not a directory; move it away or pass another --state-dir"
+LINK = "is a symbolic link to {gone}, which does not exist; create that directory or pass another --state-dir"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [(lambda d: d.write_text("x"), FILE), (lambda d: d.symlink_to(d.parent / "gone"), LINK)],
+    ids=["file", "dangling-link"],
+)
+@pytest.mark.parametrize(
+    "command", [["status"], ["down", "--yes"], ["plan"], ["up"], ["local", "start"]]
+)
+def test_an_unusable_state_dir_is_one_error_line(runner, config, tmp_path, make, problem, command):
+    state_dir = tmp_path / "state"
+    make(state_dir)
+    result = runner.invoke(main, [*command, "-c", str(config), "--state-dir", str(state_dir)])
+    assert result.exit_code == 1
+    problem = problem.format(gone=tmp_path / "gone")
+    assert result.output.splitlines() == [f"Error: state directory {state_dir} {problem}"]
+    assert not (tmp_path / "gone").exists()
+
+
+@pytest.mark.parametrize("make", [lambda d: d.write_text("x"), lambda d: d.symlink_to(d / "x")])
+def test_local_stop_with_an_unusable_state_dir_stops_nothing(runner, tmp_path, make):
+    state_dir = tmp_path / "state"
+    make(state_dir)
+    result = runner.invoke(main, ["local", "stop", "--state-dir", str(state_dir)])
+    assert (result.exit_code, result.output) == (0, "emulator was not running\n")
