@@ -66,3 +66,31 @@ def test_local_stop_with_an_unusable_state_dir_stops_nothing(runner, tmp_path, m
     make(state_dir)
     result = runner.invoke(main, ["local", "stop", "--state-dir", str(state_dir)])
     assert (result.exit_code, result.output) == (0, "emulator was not running\n")
+
+
+@pytest.mark.parametrize("why", ["locked", "corrupt"])
+def test_a_refused_down_changes_nothing(runner, config, tmp_path, monkeypatch, why):
+    """`down` refused (another msctl holds the lab, or its state is corrupt) leaves the local
+    data plane serving: it is stopped only once the lab is really being taken down."""
+    from msctl.local import dataplane
+    from msctl.state import StateStore
+
+    state_dir = tmp_path / "state"
+    args = ["-c", str(config), "--state-dir", str(state_dir)]
+    assert runner.invoke(main, ["local", "start", "--state-dir", str(state_dir)]).exit_code == 0
+    try:
+        stopped = []
+        monkeypatch.setattr(dataplane, "stop", lambda *a, **k: stopped.append(a) or True)
+        store = StateStore(state_dir, "microservices")
+        if why == "corrupt":
+            assert runner.invoke(main, ["up", "--only", "vpc", *args]).exit_code == 0
+            store.path.write_bytes(store.path.read_bytes()[:40])
+            result = runner.invoke(main, ["down", "--yes", *args])
+        else:
+            with store.locked("up"):
+                result = runner.invoke(main, ["down", "--yes", *args])
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        assert stopped == []
+    finally:
+        runner.invoke(main, ["local", "stop", "--state-dir", str(state_dir)])
