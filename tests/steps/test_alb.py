@@ -1,5 +1,6 @@
 """alb against moto: the load balancer, target groups, listeners and rules as AWS reports
-them, drift repair of rules, the optional HTTPS listener, and foreign resources."""
+them (each rule also wants the lab's origin secret, kept in Secrets Manager and nowhere in
+msctl's files), drift repair of rules, the optional HTTPS listener, and foreign resources."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import boto3
 import pytest
 
 from msctl.engine.model import Status
+from msctl.local.alb import LoadBalancer
 
 from .conftest import assert_lifecycle
 
 ALB = "microservices-alb"
 PRODUCTS_TG = "microservices-products-tg"
 ORDERS_TG = "microservices-orders-tg"
-NOT_FOUND = {
+ORIGIN_SECRET = "microservices/alb-origin"
+FORBIDDEN = {
     "Type": "fixed-response",
     "FixedResponseConfig": {
-        "StatusCode": "404",
+        "StatusCode": "403",
         "ContentType": "application/json",
-        "MessageBody": '{"error":"Not Found"}',
+        "MessageBody": '{"error":"Forbidden"}',
     },
 }
 
@@ -37,6 +40,15 @@ def elb():
     return boto3.client("elbv2", region_name="us-east-1")
 
 
+@pytest.fixture
+def sm():
+    return boto3.client("secretsmanager", region_name="us-east-1")
+
+
+def origin_value(sm) -> str:
+    return sm.get_secret_value(SecretId=ORIGIN_SECRET)["SecretString"]
+
+
 def reconfigure(lab, config) -> None:
     lab.config = config
     lab.ctx.config = config
@@ -48,8 +60,9 @@ def with_certificate(lab_config, arn: str | None):
     )
 
 
-def routes(elb, listener_arn: str) -> dict[str, tuple[str, list[str]]]:
-    """{priority: (target group name, path patterns)} of a listener's non-default rules."""
+def routes(elb, listener_arn: str) -> dict[str, tuple[str, list[str], dict[str, list[str]]]]:
+    """{priority: (target group name, path patterns, {header: values})} of a listener's
+    non-default rules."""
     names = {
         tg["TargetGroupArn"]: tg["TargetGroupName"]
         for tg in elb.describe_target_groups()["TargetGroups"]
@@ -60,11 +73,21 @@ def routes(elb, listener_arn: str) -> dict[str, tuple[str, list[str]]]:
             continue
         (action,) = rule["Actions"]
         assert action["Type"] == "forward"
-        (condition,) = rule["Conditions"]
-        assert condition["Field"] == "path-pattern"
-        patterns = condition.get("PathPatternConfig", {}).get("Values") or condition["Values"]
-        result[rule["Priority"]] = (names[action["TargetGroupArn"]], patterns)
+        patterns, headers = [], {}
+        for condition in rule["Conditions"]:
+            if condition["Field"] == "path-pattern":
+                patterns += condition.get("PathPatternConfig", {}).get("Values") or []
+            else:
+                assert condition["Field"] == "http-header"
+                config = condition["HttpHeaderConfig"]
+                headers[config["HttpHeaderName"]] = config["Values"]
+        result[rule["Priority"]] = (names[action["TargetGroupArn"]], patterns, headers)
     return result
+
+
+def seed_routes(sm) -> dict:
+    origin = {"X-Lab-Origin": [origin_value(sm)]}
+    return {"10": (PRODUCTS_TG, ["/products*"], origin), "20": (ORDERS_TG, ["/orders*"], origin)}
 
 
 def default_actions(elb, listener_arn: str) -> list[dict]:
@@ -75,11 +98,12 @@ def default_actions(elb, listener_arn: str) -> list[dict]:
     ]
 
 
-def test_alb_lifecycle(lab, elb):
+def test_alb_lifecycle(lab, elb, sm):
     outputs = assert_lifecycle(
         lab,
         "alb",
         {
+            ("secret", ORIGIN_SECRET),
             ("load-balancer", ALB),
             ("target-group", PRODUCTS_TG),
             ("target-group", ORDERS_TG),
@@ -88,11 +112,13 @@ def test_alb_lifecycle(lab, elb):
     )
     assert set(outputs["target_group_arns"]) == {"products", "orders"}
     assert outputs["dns_name"] and outputs["https_listener_arn"] is None
+    assert outputs["origin_secret_arn"].startswith("arn:aws:secretsmanager:")
     assert elb.describe_load_balancers()["LoadBalancers"] == []
     assert elb.describe_target_groups()["TargetGroups"] == []
+    assert sm.list_secrets()["SecretList"] == []
 
 
-def test_alb_matches_the_seed(lab, elb):
+def test_alb_matches_the_seed(lab, elb, sm):
     lab.run("apply", ["alb"])
     out = lab.state.outputs("alb")
     net = lab.state.outputs("vpc")
@@ -136,15 +162,12 @@ def test_alb_matches_the_seed(lab, elb):
     (listener,) = elb.describe_listeners(LoadBalancerArn=out["arn"])["Listeners"]
     assert listener["ListenerArn"] == out["listener_arn"]
     assert (listener["Protocol"], listener["Port"]) == ("HTTP", 80)
-    assert default_actions(elb, out["listener_arn"]) == [NOT_FOUND]
-    assert json.loads(NOT_FOUND["FixedResponseConfig"]["MessageBody"]) == {"error": "Not Found"}
-    assert routes(elb, out["listener_arn"]) == {
-        "10": (PRODUCTS_TG, ["/products*"]),
-        "20": (ORDERS_TG, ["/orders*"]),
-    }
+    assert default_actions(elb, out["listener_arn"]) == [FORBIDDEN]
+    assert json.loads(FORBIDDEN["FixedResponseConfig"]["MessageBody"]) == {"error": "Forbidden"}
+    assert routes(elb, out["listener_arn"]) == seed_routes(sm)
 
 
-def test_changes_made_by_hand_are_fixed_by_the_next_apply(lab, elb):
+def test_changes_made_by_hand_are_fixed_by_the_next_apply(lab, elb, sm):
     lab.run("apply", ["alb"])
     out = lab.state.outputs("alb")
     listener = out["listener_arn"]
@@ -175,10 +198,7 @@ def test_changes_made_by_hand_are_fixed_by_the_next_apply(lab, elb):
         f"listener-rule {ALB}:80 priority 99",
     ]
     lab.run("apply", ["alb"])
-    assert routes(elb, listener) == {
-        "10": (PRODUCTS_TG, ["/products*"]),
-        "20": (ORDERS_TG, ["/orders*"]),
-    }
+    assert routes(elb, listener) == seed_routes(sm)
     assert lab.changes(lab.run("plan", ["alb"]), "alb") == []
 
     # The listener forwards by default; products' health check and deregistration delay changed.
@@ -199,13 +219,13 @@ def test_changes_made_by_hand_are_fixed_by_the_next_apply(lab, elb):
         ("update", "target-group", PRODUCTS_TG),
     ]
     lab.run("apply", ["alb"])
-    assert default_actions(elb, out["listener_arn"]) == [NOT_FOUND]
+    assert default_actions(elb, out["listener_arn"]) == [FORBIDDEN]
     (tg,) = elb.describe_target_groups(TargetGroupArns=[products])["TargetGroups"]
     assert tg["HealthCheckPath"] == "/health"
     assert lab.changes(lab.run("plan", ["alb"]), "alb") == []
 
 
-def test_https_listener_follows_certificate_arn(lab, lab_config, elb):
+def test_https_listener_follows_certificate_arn(lab, lab_config, elb, sm):
     acm = boto3.client("acm", region_name="us-east-1")
     cert = acm.request_certificate(DomainName="api.example.com", ValidationMethod="DNS")[
         "CertificateArn"
@@ -218,8 +238,8 @@ def test_https_listener_follows_certificate_arn(lab, lab_config, elb):
     assert (https["Protocol"], https["Port"]) == ("HTTPS", 443)
     assert https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
     assert [c["CertificateArn"] for c in https["Certificates"]] == [cert]
-    assert default_actions(elb, out["https_listener_arn"]) == [NOT_FOUND]
-    assert routes(elb, out["https_listener_arn"]) == routes(elb, out["listener_arn"])
+    assert default_actions(elb, out["https_listener_arn"]) == [FORBIDDEN]
+    assert routes(elb, out["https_listener_arn"]) == seed_routes(sm)
     assert lab.changes(lab.run("plan", ["alb"]), "alb") == []
 
     reconfigure(lab, with_certificate(lab_config, None))
@@ -242,3 +262,89 @@ def test_foreign_load_balancer_is_neither_adopted_nor_deleted(lab, elb):
     assert [lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"]] == [
         ALB
     ]
+
+
+def test_the_origin_secret_is_the_labs_own_and_in_no_file_of_msctls(lab, elb, sm, tmp_path):
+    lab.run("apply", ["alb"])
+    out = lab.state.outputs("alb")
+    value = origin_value(sm)
+    assert len(value) == 64 and int(value, 16) >= 0  # 256 random bits, hex
+    secret = sm.describe_secret(SecretId=ORIGIN_SECRET)
+    assert secret["ARN"] == out["origin_secret_arn"]
+    tags = {t["Key"]: t["Value"] for t in secret["Tags"]}
+    assert (tags["msctl:lab"], tags["msctl:step"]) == ("microservices", "alb")
+    lab.run("apply", ["alb"])
+    assert origin_value(sm) == value  # made once
+
+    lab.recorder.calls.clear()
+    lab.run("destroy", ["alb"])
+    deletes = [op for _, op in lab.recorder.mutating() if op.startswith("Delete")]
+    assert deletes.index("DeleteSecret") > deletes.index("DeleteLoadBalancer")
+    assert sm.list_secrets()["SecretList"] == []
+    files = [p.read_text() for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    events = [f"{e.kind} {e.step} {e.message}" for e in lab.events]
+    assert files and not [text for text in [*files, *events] if value in text]
+
+
+def test_rules_without_the_origin_secret_are_fixed_and_a_new_secret_is_followed(lab, elb, sm):
+    lab.run("apply", ["alb"])
+    out = lab.state.outputs("alb")
+    listener, groups = out["listener_arn"], out["target_group_arns"]
+    rules = {r["Priority"]: r for r in elb.describe_rules(ListenerArn=listener)["Rules"]}
+    path = {"Field": "path-pattern", "PathPatternConfig": {"Values": ["/orders*"]}}
+    forward = [{"Type": "forward", "TargetGroupArn": groups["orders"]}]
+    # One rule forwards without the header, one wants another value.
+    elb.modify_rule(
+        RuleArn=rules["10"]["RuleArn"],
+        Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/products*"]}}],
+        Actions=[{"Type": "forward", "TargetGroupArn": groups["products"]}],
+    )
+    other = {"HttpHeaderName": "X-Lab-Origin", "Values": ["0" * 64]}
+    elb.modify_rule(
+        RuleArn=rules["20"]["RuleArn"],
+        Conditions=[path, {"Field": "http-header", "HttpHeaderConfig": other}],
+        Actions=forward,
+    )
+    plan = lab.run("plan", ["alb"])
+    assert sorted((c.action, c.name, c.detail) for c in lab.changes(plan, "alb")) == [
+        ("update", f"{ALB}:80 priority 10", f"/products* with X-Lab-Origin -> {PRODUCTS_TG}"),
+        ("update", f"{ALB}:80 priority 20", f"/orders* with X-Lab-Origin -> {ORDERS_TG}"),
+    ]
+    lab.run("apply", ["alb"])
+    assert routes(elb, listener) == seed_routes(sm)
+
+    # The secret deleted by hand: the next apply makes a new one and moves the rules to it.
+    before = origin_value(sm)
+    sm.delete_secret(SecretId=ORIGIN_SECRET, ForceDeleteWithoutRecovery=True)
+    plan = lab.run("plan", ["alb"])
+    assert sorted((c.action, c.kind) for c in lab.changes(plan, "alb")) == [
+        ("create", "secret"),
+        ("update", "listener-rule"),
+        ("update", "listener-rule"),
+    ]
+    lab.run("apply", ["alb"])
+    assert origin_value(sm) != before
+    assert routes(elb, listener) == seed_routes(sm)
+    assert lab.changes(lab.run("plan", ["alb"]), "alb") == []
+
+
+def test_the_local_alb_emulation_forwards_only_what_carries_the_origin_secret(lab, elb, sm):
+    """The rules as the step makes them, read by the local data plane's ALB emulation."""
+    lab.run("apply", ["alb"])
+    out = lab.state.outputs("alb")
+    lb = LoadBalancer.load(elb, out["dns_name"])
+    for service, arn in out["target_group_arns"].items():
+        lb.register(arn, f"http://{service}.local")
+    forged = [("X-Authorized-User-Id", "victim"), ("X-Authorized-Role", "admin")]
+    for path in ("/orders", "/products/1", "/health", "/"):
+        for headers in (forged, [*forged, ("X-Lab-Origin", "guess")]):
+            kind, answer = lb.route(path, headers)
+            assert (kind, answer["status"], json.loads(answer["body"])) == (
+                "fixed",
+                403,
+                {"error": "Forbidden"},
+            )
+    origin = [("X-Lab-Origin", origin_value(sm))]
+    assert lb.route("/orders/3", [*forged, *origin]) == ("forward", "http://orders.local")
+    assert lb.route("/products", origin) == ("forward", "http://products.local")
+    assert lb.route("/other", origin)[0] == "fixed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
 import zipfile
 
 import boto3
@@ -21,6 +22,8 @@ ALB_DNS = "microservices-alb-1234567890.us-east-1.elb.amazonaws.com"
 AUTHORIZER = "microservices-session-authorizer"
 USER_HEADER = "integration.request.header.X-Authorized-User-Id"
 ROLE_HEADER = "integration.request.header.X-Authorized-Role"
+ORIGIN_HEADER = "integration.request.header.X-Lab-Origin"
+ORIGIN_SECRET = "microservices/alb-origin"
 CORS = "method.response.header.Access-Control-Allow-{}"
 LAMBDA_URI = re.compile(
     r"^arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
@@ -107,6 +110,17 @@ def make_functions(config) -> dict:
     return {"functions": functions}
 
 
+def origin_secret_arn() -> str:
+    """The origin secret as the alb step makes it."""
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    return sm.create_secret(Name=ORIGIN_SECRET, SecretString=secrets.token_hex(32))["ARN"]
+
+
+def origin_value() -> str:
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    return sm.get_secret_value(SecretId=ORIGIN_SECRET)["SecretString"]
+
+
 def stub_step(name: str, build) -> LabStep:
     """A step that stands in for a slow dependency: its outputs come from `build` (run once),
     its destroy does nothing."""
@@ -137,6 +151,7 @@ def install_stubs(lab) -> None:
             "dns_name": ALB_DNS,
             "listener_arn": None,
             "target_group_arns": {},
+            "origin_secret_arn": origin_secret_arn(),
         },
     )
     lab.steps.setdefault("apigw", ApigwStep())
@@ -281,6 +296,8 @@ def test_the_api_is_the_route_table_with_its_guards_permissions_and_stage(fast_l
         guarded = method["authorizationType"] == "CUSTOM"
         assert params[USER_HEADER] == ("context.authorizer.userId" if guarded else "''")
         assert params[ROLE_HEADER] == ("context.authorizer.role" if guarded else "''")
+        # Every request to the ALB carries the origin secret: the ALB forwards nothing else.
+        assert params[ORIGIN_HEADER] == f"'{origin_value()}'"
         if path.endswith("{proxy+}"):
             assert method["requestParameters"] == {"method.request.path.proxy": True}
             assert params["integration.request.path.proxy"] == "method.request.path.proxy"
@@ -352,6 +369,11 @@ def test_the_api_is_the_route_table_with_its_guards_permissions_and_stage(fast_l
     assert group["retentionInDays"] == 7
     deployment = apigw.get_deployment(restApiId=api_id, deploymentId=stage["deploymentId"])
     assert re.fullmatch(r"msctl:[0-9a-f]{64}", deployment["description"])
+    # The origin secret is in AWS's configuration only: not in msctl's state, outputs, events.
+    value = origin_value()
+    events = " ".join(e.message for e in fast_lab.events)
+    state = fast_lab.state.path.read_text()
+    assert value not in state and value not in json.dumps(outputs) and value not in events
     # down leaves the team's setting and role as they were.
     fast_lab.run("destroy", ["apigw"])
     assert apigw.get_account()["cloudwatchRoleArn"] == existing["Role"]["Arn"]
@@ -410,6 +432,26 @@ def test_deploys_only_when_the_definition_changes_and_repairs_drift(fast_lab):
         table[("/api/orders/{proxy+}", "ANY")][1]
         == "http://new-alb.elb.amazonaws.com/orders/{proxy}"
     )
+
+    # A new origin secret value: every route to the ALB sends it, after one deployment.
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    sm.put_secret_value(SecretId=ORIGIN_SECRET, SecretString=secrets.token_hex(32))
+    changes = lab.changes(lab.run("plan", ["apigw"]), "apigw")
+    to_alb = {
+        f"{verb} {path}" for (path, verb), route in ROUTES.items() if route[0] == "HTTP_PROXY"
+    }
+    assert {c.name for c in changes if c.kind == "method"} == to_alb
+    assert not [c for c in changes if origin_value() in str(c)]
+    lab.recorder.calls.clear()
+    lab.run("apply", ["apigw"])
+    assert deployments_made() == 1
+    third = deployment()
+    sent = {
+        m["methodIntegration"]["requestParameters"].get(ORIGIN_HEADER)
+        for m in read_methods(api_id).values()
+        if m["methodIntegration"]["type"] == "HTTP_PROXY"
+    }
+    assert sent == {f"'{origin_value()}'"}
 
     # Hand-made drift: a route deleted, a guarded product write opened, a resource added.
     resources = {r["path"]: r for r in apigw.get_resources(restApiId=api_id)["items"]}

@@ -4,6 +4,7 @@ count under auto scaling, and the steady-state and rollout-failure rules."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import boto3
@@ -140,6 +141,7 @@ def _spec(**overrides) -> dict:
         secret_arn=SECRET_ARN,
         log_group="/ecs/microservices-products",
         region=REGION,
+        origin_secret_sha256="0" * 64,
     )
     args.update(overrides)
     return task_definition_spec(**args)
@@ -152,7 +154,7 @@ def _as_described(spec: dict) -> dict:
         taskDefinitionArn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{spec['family']}:3",
         revision=3,
         status="ACTIVE",
-        volumes=[],
+        volumes=[{**v, "host": {}} for v in spec["volumes"]],  # a bind mount, no host path
         placementConstraints=[],
         compatibilities=["EC2", "FARGATE"],
         requiresAttributes=[{"name": "com.amazonaws.ecs.capability.task-eni"}],
@@ -164,7 +166,8 @@ def _as_described(spec: dict) -> dict:
         container.setdefault("cpu", 0)
         container.setdefault("essential", True)
         container.setdefault("environment", [])
-        container.update(mountPoints=[], volumesFrom=[], systemControls=[])
+        container.setdefault("mountPoints", [])
+        container.update(volumesFrom=[], systemControls=[])
         container["environment"].reverse()
         for mapping in container["portMappings"]:
             mapping["hostPort"] = mapping["containerPort"]
@@ -312,6 +315,8 @@ def test_ecs_is_as_configured_and_holds_no_password(ecs_lab, tmp_path):
     address = client("rds").describe_db_instances(DBInstanceIdentifier=db["identifier"])[
         "DBInstances"
     ][0]["Endpoint"]["Address"]
+    origin_arn = lab.state.outputs("alb")["origin_secret_arn"]
+    origin = client("secretsmanager").get_secret_value(SecretId=origin_arn)["SecretString"]
 
     cluster = ecs.describe_clusters(clusters=[CLUSTER], include=["SETTINGS", "TAGS"])["clusters"][0]
     assert cluster["settings"] == [{"name": "containerInsights", "value": "enabled"}]
@@ -338,9 +343,19 @@ def test_ecs_is_as_configured_and_holds_no_password(ecs_lab, tmp_path):
             "DB_PORT": "5432",
             "DB_NAME": "postgres",
             "DB_SECRET_ARN": db["secret_arn"],
+            "DB_SSLMODE": "require",  # RDS serves TLS: never in clear
+            "ORIGIN_SECRET_SHA256": hashlib.sha256(origin.encode()).hexdigest(),
             "AWS_REGION": REGION,
             "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
         }
+        # Read-only root filesystems; the app's one writable place is the task's scratch /tmp.
+        assert app["readonlyRootFilesystem"] is True and xray["readonlyRootFilesystem"] is True
+        assert app["mountPoints"] == [
+            {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}
+        ]
+        assert not xray.get("mountPoints")
+        (volume,) = td["volumes"]
+        assert volume["name"] == "tmp" and not volume.get("host", {}).get("sourcePath")
         # The app reads the rotating secret itself: nothing for ECS to inject at start.
         assert not app.get("secrets")
         assert app["logConfiguration"] == {
@@ -406,6 +421,13 @@ def test_ecs_is_as_configured_and_holds_no_password(ecs_lab, tmp_path):
     }
 
     assert_no_password(tmp_path, lab)
+    # The services get the origin secret's hash, never the secret.
+    revisions = [
+        json.dumps(ecs.describe_task_definition(taskDefinition=f), default=str)
+        for f in FAMILIES.values()
+    ]
+    state = [p.read_text() for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert not [text for text in [*revisions, *state] if origin in text]
 
 
 def test_new_revision_only_when_the_definition_changes(ecs_lab, tmp_path):

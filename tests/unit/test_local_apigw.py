@@ -361,3 +361,62 @@ def test_alb_rules_route_by_priority_and_fall_back_to_the_default():
     assert lb.route("/orders") == ("unavailable", "tg-o")
     kind, fixed = lb.route("/other")
     assert kind == "fixed" and fixed["status"] == 404
+
+
+SECRET = "ab" * 32
+
+
+def test_http_proxy_sends_a_static_header_whatever_the_client_sent():
+    params = {"integration.request.header.X-Lab-Origin": f"'{SECRET}'"}
+    resources = [
+        {"id": "r0", "path": "/"},
+        {
+            "id": "r1",
+            "path": "/orders",
+            "resourceMethods": {"GET": http_method("http://alb.local/orders", params=params)},
+        },
+    ]
+    api = RestApi("abc123", "prod", resources, [], "us-east-1", "123456789012")
+    _, _, upstream = run(api, req("GET", "/orders", [("x-lab-origin", "guess")]))
+    ((_, _, headers, _),) = upstream.calls
+    assert [v for k, v in headers.items() if k.lower() == "x-lab-origin"] == [SECRET]
+
+
+def test_alb_rules_want_their_header_conditions_and_refuse_by_default():
+    def rule(priority, conditions, target):
+        action = {"Type": "forward", "TargetGroupArn": target}
+        return {"Priority": str(priority), "Conditions": conditions, "Actions": [action]}
+
+    origin = {
+        "Field": "http-header",
+        "HttpHeaderConfig": {"HttpHeaderName": "X-Lab-Origin", "Values": [SECRET]},
+    }
+    path = {"Field": "path-pattern", "PathPatternConfig": {"Values": ["/orders*"]}}
+    forbidden = {
+        "Type": "fixed-response",
+        "FixedResponseConfig": {
+            "StatusCode": "403",
+            "ContentType": "application/json",
+            "MessageBody": "{}",
+        },
+    }
+    rules = [
+        Rule.from_api(rule(10, [path, origin], "tg-o")),
+        # A condition the emulation doesn't evaluate: never matches, never forwards.
+        Rule.from_api(
+            rule(20, [{"Field": "source-ip", "SourceIpConfig": {"Values": ["0.0.0.0/0"]}}], "tg-x")
+        ),
+        Rule.from_api({"IsDefault": True, "Conditions": [], "Actions": [forbidden]}),
+    ]
+    lb = LoadBalancer("arn:lb", "alb.local", sorted(rules, key=lambda r: r.priority))
+    lb.register("tg-o", "http://127.0.0.1:1")
+    lb.register("tg-x", "http://127.0.0.1:2")
+    forged = [("X-Authorized-User-Id", "victim")]
+    for headers in (forged, [*forged, ("X-Lab-Origin", "wrong")], [("X-Other", SECRET)]):
+        kind, fixed = lb.route("/orders", headers)
+        assert (kind, fixed["status"]) == ("fixed", 403)
+    # Header names and values compare case-insensitively, as on AWS.
+    for name, value in (("X-Lab-Origin", SECRET), ("x-lab-origin", SECRET.upper())):
+        assert lb.route("/orders/7", [*forged, (name, value)]) == ("forward", "http://127.0.0.1:1")
+    kind, fixed = lb.route("/products", [("X-Lab-Origin", SECRET)])
+    assert (kind, fixed["status"]) == ("fixed", 403)

@@ -7,8 +7,15 @@ products service. Run it with::
 
 Environment: DB_HOST, DB_PORT (5432), DB_NAME (postgres), and DB_SECRET_ARN (the
 RDS-managed secret holding the user and password; AWS_REGION) or DB_USER and DB_PASSWORD;
-optional DB_SSLMODE, DB_CONNECT_TIMEOUT (3), DB_POOL_MIN (1), DB_POOL_MAX (10),
-DB_POOL_TIMEOUT (3), MAX_BODY_BYTES (65536), LOG_LEVEL (INFO).
+ORIGIN_SECRET_SHA256 (see below); optional DB_SSLMODE (the task definition sets
+``require``), DB_CONNECT_TIMEOUT (3), DB_POOL_MIN (1), DB_POOL_MAX (10), DB_POOL_TIMEOUT (3),
+MAX_BODY_BYTES (65536), LOG_LEVEL (INFO).
+
+Only API Gateway may call the service: it sends the lab's origin secret in ``X-Lab-Origin``,
+and every request but ``/health`` (the ALB's health check) whose header doesn't hash to
+ORIGIN_SECRET_SHA256 gets a 403, so the identity headers below can't be forged by calling
+the ALB, or the service, directly. Without ORIGIN_SECRET_SHA256 every such request is
+refused, unless ORIGIN_CHECK=off says that nothing needs checking (tests only).
 
 Every /orders route needs the ``X-Authorized-User-Id`` header, which API
 Gateway sets from its authorizer; callers only ever see (and cancel) their own
@@ -19,6 +26,8 @@ cancelling one deletes it and puts its quantity back in the same way.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -26,7 +35,7 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -42,6 +51,8 @@ from werkzeug.exceptions import HTTPException
 
 SERVICE = "orders"
 USER_HEADER = "X-Authorized-User-Id"
+ORIGIN_HEADER = "X-Lab-Origin"
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 #: pg_advisory_xact_lock key shared by the products and orders services, so
 #: their migrations never run at the same time (ascii "msct").
 MIGRATION_LOCK_KEY = 0x6D736374
@@ -323,6 +334,25 @@ def _json_object() -> dict[str, Any]:
     return data
 
 
+def origin_check() -> Callable[[], None]:
+    """The check of ``X-Lab-Origin`` against ORIGIN_SECRET_SHA256 (see the module doc)."""
+    expected = os.environ.get("ORIGIN_SECRET_SHA256", "").strip().lower()
+    if not expected and os.environ.get("ORIGIN_CHECK") == "off":
+        log.warning("ORIGIN_CHECK=off: requests are not checked for the origin secret")
+        return lambda: None
+    if not SHA256_HEX.fullmatch(expected):
+        log.error("ORIGIN_SECRET_SHA256 is unset or no SHA-256: refusing all but /health")
+        expected = ""
+
+    def check() -> None:
+        given = request.headers.get(ORIGIN_HEADER, "").encode("latin-1", "replace")
+        digest = hashlib.sha256(given).hexdigest()
+        if not (expected and hmac.compare_digest(digest, expected)):
+            raise ApiError(403, {"error": "forbidden"})
+
+    return check
+
+
 def _require_user() -> str:
     user = request.headers.get(USER_HEADER, "").strip()
     if not user or len(user) > 255 or not user.isprintable():
@@ -401,10 +431,13 @@ def create_app(
     app.url_map.strict_slashes = False
     app.extensions["db"] = db
     db.try_migrate()
+    check_origin = origin_check()
 
     @app.before_request
     def _start() -> None:
         g.request_id = _incoming_request_id()
+        if request.endpoint != "health":  # the ALB's health check comes without it
+            check_origin()
 
     @app.after_request
     def _finish(response: Response) -> Response:

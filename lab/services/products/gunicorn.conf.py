@@ -17,6 +17,8 @@ errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 # No runtime control socket (gunicorn >= 25 would create one under $HOME).
 control_socket_disable = True
-# Heartbeat files on tmpfs: an overlay filesystem can stall workers.
-if os.path.isdir("/dev/shm"):
+# Heartbeat files on tmpfs where there is a writable one (an overlay filesystem can stall
+# workers); else in the temporary directory: on ECS the root filesystem is read-only and /tmp
+# is the task's scratch volume.
+if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
     worker_tmp_dir = "/dev/shm"

@@ -1,11 +1,20 @@
-"""Application Load Balancer emulation: listener rules -> target groups -> local targets."""
+"""Application Load Balancer emulation: listener rules -> target groups -> local targets.
+
+A rule matches as on AWS when all its conditions do: path patterns (case-sensitive) and HTTP
+header conditions (the lab's origin secret: name and values case-insensitive, `*` and `?`
+wildcards). A rule with a condition of another type never matches: the emulation would
+rather refuse than forward what AWS wouldn't.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+Headers = Sequence[tuple[str, str]]
 
 
 @dataclass
@@ -13,9 +22,39 @@ class Rule:
     priority: int
     path_patterns: list[str]
     action: dict
+    headers: dict[str, list[str]] = field(default_factory=dict)  # lower-case name -> values
+    unsupported: bool = False  # a condition the emulation doesn't evaluate
 
-    def matches(self, path: str) -> bool:
-        return not self.path_patterns or any(_glob(p).match(path) for p in self.path_patterns)
+    @classmethod
+    def from_api(cls, rule: dict) -> Rule:
+        """A rule as DescribeRules reports it."""
+        patterns: list[str] = []
+        headers: dict[str, list[str]] = {}
+        unsupported = False
+        for condition in rule.get("Conditions", []):
+            field_name = condition.get("Field")
+            if field_name == "path-pattern":
+                config = condition.get("PathPatternConfig") or {}
+                patterns += config.get("Values") or condition.get("Values", [])
+            elif field_name == "http-header":
+                config = condition.get("HttpHeaderConfig") or {}
+                name = config.get("HttpHeaderName", "").lower()
+                headers.setdefault(name, []).extend(config.get("Values", []))
+            else:
+                unsupported = True
+        priority = 1_000_000 if rule.get("IsDefault") else int(rule["Priority"])
+        return cls(priority, patterns, rule["Actions"][0], headers, unsupported)
+
+    def matches(self, path: str, headers: Headers = ()) -> bool:
+        if self.unsupported:
+            return False
+        if self.path_patterns and not any(_glob(p).match(path) for p in self.path_patterns):
+            return False
+        for name, patterns in self.headers.items():
+            values = [v for k, v in headers if k.lower() == name]
+            if not any(_glob(p, re.IGNORECASE).match(v) for p in patterns for v in values):
+                return False
+        return True
 
 
 @dataclass
@@ -41,15 +80,8 @@ class LoadBalancer:
         listener = next((li for li in listeners if li["Port"] == port), None)
         rules: list[Rule] = []
         if listener is not None:
-            for rule in client.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]:
-                patterns = [
-                    v
-                    for c in rule.get("Conditions", [])
-                    if c.get("Field") == "path-pattern"
-                    for v in (c.get("PathPatternConfig", {}).get("Values") or c.get("Values", []))
-                ]
-                priority = 1_000_000 if rule.get("IsDefault") else int(rule["Priority"])
-                rules.append(Rule(priority, patterns, rule["Actions"][0]))
+            described = client.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]
+            rules = [Rule.from_api(rule) for rule in described]
         rules.sort(key=lambda r: r.priority)
         return cls(lb["LoadBalancerArn"], lb["DNSName"], rules)
 
@@ -57,9 +89,9 @@ class LoadBalancer:
         self.targets.setdefault(target_group_arn, []).append(base_url)
         self._cursors.pop(target_group_arn, None)
 
-    def route(self, path: str) -> tuple[str, str | dict]:
+    def route(self, path: str, headers: Headers = ()) -> tuple[str, str | dict]:
         """("forward", base URL) or ("fixed", {status, content_type, body}) or ("unavailable", tg)."""
-        rule = next((r for r in self.rules if r.matches(path)), None)
+        rule = next((r for r in self.rules if r.matches(path, headers)), None)
         if rule is None:
             return "fixed", {"status": 503, "content_type": "text/plain", "body": ""}
         action = rule.action
@@ -87,7 +119,7 @@ class LoadBalancer:
         }
 
 
-def _glob(pattern: str) -> re.Pattern:
-    """ALB path patterns: case-sensitive, * any run of characters, ? one character."""
+def _glob(pattern: str, flags: int = 0) -> re.Pattern:
+    """ALB patterns: * any run of characters, ? one character (paths are case-sensitive)."""
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(f"^{regex}$")
+    return re.compile(f"^{regex}$", flags | re.DOTALL)

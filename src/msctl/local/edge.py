@@ -190,7 +190,7 @@ class Edge:
         lb = self.load_balancer(parts.hostname or "")
         if lb is None:
             return Response.json(502, {"message": f"{parts.hostname} is not reachable locally"})
-        kind, target = lb.route(parts.path)
+        kind, target = lb.route(parts.path, headers)
         if kind == "fixed":
             return Response(
                 target["status"],

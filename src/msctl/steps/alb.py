@@ -1,8 +1,10 @@
 """alb: the internet-facing ALB, one IP target group per service, path rules (seed 4.5).
 
-Listener 80 (and 443 when alb.certificate_arn is set) answers 404 JSON by default and
-forwards each service's path pattern to its target group; rules are reconciled exactly
-(missing ones created, wrong ones modified, extra ones deleted).
+Listener 80 (and 443 when alb.certificate_arn is set) forwards each service's path pattern
+to its target group, but only requests that carry the lab's origin secret in X-Lab-Origin
+(alb_origin: API Gateway sends it); everything else gets a 403 JSON answer, whatever its
+path. Rules are reconciled exactly (missing ones created, wrong ones modified, extra ones
+deleted). The step makes the origin secret, and `down` deletes it after the load balancer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from ..engine.step import StepError
 from ..resources import Resource
 from ..resources.base import Part
 from ..resources.compute import LOAD_BALANCER, TARGET_GROUP
+from ..resources.data import SECRET
+from . import alb_origin
 from .base import LabStep
 from .run import Fix, StepRun
 
@@ -24,12 +28,12 @@ SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 RULE_PRIORITY_STEP = 10
 ACTIVE_TIMEOUT = 600  # 2-3 min on AWS
 LISTENER = Part("listener", "ListenerArn", "ListenerArn")  # deleted with its load balancer
-DEFAULT_ACTION = {
+DEFAULT_ACTION = {  # no rule matched: the path is unknown or the origin secret is missing
     "Type": "fixed-response",
     "FixedResponseConfig": {
-        "StatusCode": "404",
+        "StatusCode": "403",
         "ContentType": "application/json",
-        "MessageBody": json.dumps({"error": "Not Found"}, separators=(",", ":")),
+        "MessageBody": json.dumps({"error": "Forbidden"}, separators=(",", ":")),
     },
 }
 
@@ -37,13 +41,15 @@ DEFAULT_ACTION = {
 class AlbStep(LabStep):
     name = "alb"
     requires = ("vpc", "sg")
-    services = ("elbv2",)
+    services = ("elbv2", "secretsmanager")
     description = "application load balancer, target groups, listeners and path rules"
-    kinds = (TARGET_GROUP, LOAD_BALANCER)  # the load balancer (and its listeners) first
+    # down: the load balancer (and its listeners), the target groups, then the origin secret
+    kinds = (SECRET, TARGET_GROUP, LOAD_BALANCER)
 
     def names(self, config):
         groups = [(TARGET_GROUP, tg.name) for tg in config.alb.target_groups.values()]
-        return [(LOAD_BALANCER, config.alb.name), *groups]
+        secret = (SECRET, alb_origin.secret_name(config))
+        return [(LOAD_BALANCER, config.alb.name), *groups, secret]
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.alb
@@ -52,6 +58,11 @@ class AlbStep(LabStep):
         vpc_id = net["vpc_id"]
         subnet_ids = list(net["public_subnet_ids"])
         sg_id = run.outputs_of("sg")["group_ids"][cfg.security_group]
+        secret_name = alb_origin.secret_name(run.config)
+        secret_arn = run.ensure(
+            SECRET, secret_name, create=lambda: alb_origin.create_secret(run, secret_name)
+        )
+        origin = alb_origin.read(run, secret_arn)
 
         def create_lb():
             return elb.create_load_balancer(
@@ -104,11 +115,11 @@ class AlbStep(LabStep):
             for i, (service, tg) in enumerate(cfg.target_groups.items())
         ]
         listeners = {} if is_pending(lb_arn) else _listeners_by_port(elb, lb_arn)
-        http_arn = self._listener(run, lb_arn, listeners, HTTP_PORT, None, routes)
+        http_arn = self._listener(run, lb_arn, listeners, HTTP_PORT, None, routes, origin)
         https_arn: str | None = None
         if cfg.certificate_arn:
             https_arn = self._listener(
-                run, lb_arn, listeners, HTTPS_PORT, cfg.certificate_arn, routes
+                run, lb_arn, listeners, HTTPS_PORT, cfg.certificate_arn, routes, origin
             )
         elif HTTPS_PORT in listeners:
             run.setting(
@@ -126,6 +137,7 @@ class AlbStep(LabStep):
             "listener_arn": http_arn,
             "https_listener_arn": https_arn,
             "target_group_arns": tg_arns,
+            "origin_secret_arn": secret_arn,
         }
 
     def _listener(
@@ -136,9 +148,10 @@ class AlbStep(LabStep):
         port: int,
         certificate_arn: str | None,
         routes: list[tuple[int, str, str, str]],
+        origin: str,
     ) -> str:
-        """A listener on `port` (HTTPS when a certificate is given) with the 404 default
-        and exactly the configured path rules."""
+        """A listener on `port` (HTTPS when a certificate is given) with the 403 default
+        and exactly the configured path rules, each also requiring the origin header."""
         elb = run.clients.elbv2
         label = f"{run.config.alb.name}:{port}"
         https = certificate_arn is not None
@@ -171,14 +184,15 @@ class AlbStep(LabStep):
         for priority, pattern, tg_name, tg_arn in routes:
             rule = current.pop(priority, None)
             name = f"{label} priority {priority}"
-            conditions = [{"Field": "path-pattern", "PathPatternConfig": {"Values": [pattern]}}]
+            conditions = _conditions(pattern, origin)
             actions = [{"Type": "forward", "TargetGroupArn": tg_arn}]
+            detail = f"{pattern} with {alb_origin.HEADER} -> {tg_name}"  # never the value
             if rule is None:
                 run.setting(
                     "listener-rule",
                     name,
                     ok=False,
-                    detail=f"{pattern} -> {tg_name}",
+                    detail=detail,
                     action="create",
                     after=[listener_arn, tg_arn],
                     apply=lambda p=priority, c=conditions, a=actions, n=name: elb.create_rule(
@@ -190,12 +204,13 @@ class AlbStep(LabStep):
                     ),
                 )
                 continue
-            ok = _rule_patterns(rule) == [pattern] and _rule_targets(rule) == [tg_arn]
+            same = _rule_conditions(rule) == _condition_key(conditions)
+            ok = same and _rule_targets(rule) == [tg_arn]
             run.setting(
                 "listener-rule",
                 name,
                 ok=ok,
-                detail=f"{pattern} -> {tg_name}",
+                detail=detail,
                 after=[listener_arn, tg_arn],
                 apply=lambda r=rule, c=conditions, a=actions: elb.modify_rule(
                     RuleArn=r["RuleArn"], Conditions=c, Actions=a
@@ -328,7 +343,7 @@ def _listener_fixes(elb, listener: Resource, settings: dict) -> list[Fix]:
     if [_action_key(a) for a in listener.get("DefaultActions", [])] != [
         _action_key(a) for a in settings["DefaultActions"]
     ]:
-        differs.append("default action -> 404 fixed response")
+        differs.append("default action -> 403 fixed response")
     if "SslPolicy" in settings and listener.get("SslPolicy") != settings["SslPolicy"]:
         differs.append(f"SSL policy {listener.get('SslPolicy')} -> {settings['SslPolicy']}")
     if "Certificates" in settings:
@@ -370,13 +385,33 @@ def _rule_targets(rule: Resource) -> list[str]:
     return _action_targets(actions[0])
 
 
+def _conditions(pattern: str, origin: str) -> list[dict]:
+    return [
+        {"Field": "path-pattern", "PathPatternConfig": {"Values": [pattern]}},
+        {
+            "Field": "http-header",
+            "HttpHeaderConfig": {"HttpHeaderName": alb_origin.HEADER, "Values": [origin]},
+        },
+    ]
+
+
+def _condition_key(conditions: list[dict]) -> list[tuple]:
+    """A rule's conditions as comparable values: (field, header name, values), sorted."""
+    key = []
+    for condition in conditions:
+        header = condition.get("HttpHeaderConfig") or {}
+        config = condition.get("PathPatternConfig") or header
+        values = config.get("Values") or condition.get("Values") or []
+        name = (header.get("HttpHeaderName") or "").lower()  # case-insensitive to the ALB
+        key.append((condition.get("Field"), name, tuple(sorted(values))))
+    return sorted(key)
+
+
+def _rule_conditions(rule: Resource) -> list[tuple]:
+    return _condition_key(rule.get("Conditions", []))
+
+
 def _rule_patterns(rule: Resource) -> list[str]:
-    patterns: list[str] = []
-    for condition in rule.get("Conditions", []):
-        if condition.get("Field") != "path-pattern":
-            return []  # a rule with other conditions is not one of ours as configured
-        values = (condition.get("PathPatternConfig") or {}).get("Values") or condition.get(
-            "Values", []
-        )
-        patterns += values
-    return patterns
+    return [
+        v for field, _, values in _rule_conditions(rule) if field == "path-pattern" for v in values
+    ]

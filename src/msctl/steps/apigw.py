@@ -16,7 +16,9 @@ methods and resources that aren't in it are deleted.
   The container services read the caller from `X-Authorized-User-Id` and
   `X-Authorized-Role`: on guarded methods API Gateway sets them from the authorizer's context
   (overwriting any client value); on open ones they are mapped to the constant `''` so a
-  client-sent value is never passed through.
+  client-sent value is never passed through. Every ALB integration also sends the lab's
+  origin secret in `X-Lab-Origin` (a static mapping of the value in the alb step's secret,
+  read at apply): the ALB and the services refuse a request without it (alb_origin).
 - OPTIONS on every resource: a MOCK answering the CORS headers of `cors.*`. A MOCK response
   is static, so it can name one origin only: `*` when cors.allowed_origins is ["*"], else
   the first origin listed (serve the site from one origin, or answer CORS in the backends).
@@ -41,6 +43,7 @@ from ..resources import Resource
 from ..resources.base import Part, absent, only_one
 from ..resources.compute import LOG_GROUP, ROLE
 from ..resources.edge import REST_API
+from . import alb_origin
 from .apigw_account import ensure_logging_role, log_role_name, release_logging_role
 from .apigw_permissions import ensure_permissions, remove_permissions
 from .apigw_routes import (
@@ -92,7 +95,7 @@ ACCESS_LOG_FORMAT = json.dumps(
 class ApigwStep(LabStep):
     name = "apigw"
     requires = ("lambda", "alb")
-    services = ("apigateway", "lambda", "logs", "sts", "iam")
+    services = ("apigateway", "lambda", "logs", "sts", "iam", "secretsmanager")
     description = "REST API, authorizer, routes to Lambda and the ALB, CORS, stage prod"
     # down deletes the API, then the logging role (once the account setting no longer names
     # it), then the access log group.
@@ -113,7 +116,9 @@ class ApigwStep(LabStep):
         region = run.clients.region
         account = account_id(run)
         functions = {k: f["arn"] for k, f in run.outputs_of("lambda")["functions"].items()}
-        alb_dns = run.outputs_of("alb")["dns_name"]
+        alb = run.outputs_of("alb")
+        alb_dns = alb["dns_name"]
+        origin = alb_origin.read(run, alb["origin_secret_arn"])
 
         ensure_log_group(run, cfg.access_log_group, run.config.cloudwatch.log_retention_days)
         ensure_logging_role(run, account)
@@ -132,7 +137,9 @@ class ApigwStep(LabStep):
         before = len(run.changes)
 
         authorizer_id = self._authorizer(run, api_id, functions.get("authorizer"))
-        targets = Targets(region, functions, alb_dns, authorizer_id, cors_values(run.config))
+        targets = Targets(
+            region, functions, alb_dns, origin, authorizer_id, cors_values(run.config)
+        )
         self._routes(run, api_id, live, targets)
         changed = len(run.changes) > before
 
@@ -262,7 +269,7 @@ class ApigwStep(LabStep):
                 is_pending(api_id)
                 or (route.guarded and is_pending(t.authorizer_id))
                 or (route.integration == "AWS_PROXY" and is_pending(t.functions[route.target]))
-                or (route.integration == "HTTP_PROXY" and is_pending(t.alb_dns))
+                or (route.integration == "HTTP_PROXY" and is_pending(t.alb_dns, t.origin))
             )
 
         by_path: dict[str, dict[str, Route]] = {}

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..resources.base import absent
+from .alb_origin import HEADER as ORIGIN_HEADER
 
 API_PREFIX = "/api"  # what cloudfront.api_path_pattern (/api/*) forwards, unchanged
 LAMBDA_PATH = "lambda:path/2015-03-31/functions"
@@ -17,6 +18,8 @@ LAMBDA_PATH = "lambda:path/2015-03-31/functions"
 # Gateway sets it from on guarded methods. On open methods it is the static value NO_CALLER,
 # so API Gateway sends an empty header instead of whatever the client sent.
 IDENTITY_HEADERS = {"X-Authorized-User-Id": "userId", "X-Authorized-Role": "role"}
+# Every request to the ALB carries the lab's origin secret (alb_origin) as a static value:
+# the ALB forwards nothing without it, so the identity headers can't be forged there.
 HEADER_PARAM = "integration.request.header.{}"
 NO_CALLER = "''"
 PROXY_PARAM = "method.request.path.proxy"
@@ -74,11 +77,13 @@ class Route:
 
 @dataclass
 class Targets:
-    """What the routes point at: function ARNs, the ALB, the authorizer, CORS values."""
+    """What the routes point at: function ARNs, the ALB and the origin secret it wants, the
+    authorizer, CORS values."""
 
     region: str
     functions: dict[str, str]  # key -> function ARN
     alb_dns: str
+    origin: str  # the value of X-Lab-Origin
     authorizer_id: str
     cors: dict[str, str] = field(default_factory=dict)  # Headers/Methods/Origin -> value
 
@@ -152,6 +157,7 @@ def desired_method(route: Route, t: Targets) -> dict:
             HEADER_PARAM.format(header): f"context.authorizer.{key}" if route.guarded else NO_CALLER
             for header, key in IDENTITY_HEADERS.items()
         }
+        params[HEADER_PARAM.format(ORIGIN_HEADER)] = f"'{t.origin}'"
         if route.proxy:
             method_params[PROXY_PARAM] = True
             params[PROXY_TARGET] = PROXY_PARAM

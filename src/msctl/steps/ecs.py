@@ -1,10 +1,12 @@
 """ecs: the Fargate cluster, the services' task definitions and services, their log groups and
 CPU auto scaling (seed 4.1, 4.4, 4.6, 7.1, 7.2, 8.2).
 
-Each task runs the service's container and an X-Ray daemon sidecar. The database password is
-never in a task definition: the container gets the ARN of the secret RDS manages
-(DB_SECRET_ARN) and reads the login itself, with the task role, whenever it connects, so it
-follows RDS's rotation of the secret (every 7 days) without a redeploy.
+Each task runs the service's container and an X-Ray daemon sidecar, both on a read-only root
+filesystem (the app gets a scratch /tmp). The database password is never in a task
+definition: the container gets the ARN of the secret RDS manages (DB_SECRET_ARN) and reads
+the login itself, with the task role, whenever it connects (over TLS), so it follows RDS's
+rotation of the secret (every 7 days) without a redeploy. It also gets the SHA-256 of the
+lab's origin secret (alb_origin), never the secret itself.
 
 What the config asks for is in `ecs_spec` (a new task definition revision only when the
 wanted one differs from the family's latest ACTIVE revision), the auto scaling in
@@ -29,6 +31,7 @@ from ..resources.ecs import (
     service_gone,
 )
 from ..resources.inventory import owned
+from . import alb_origin
 from .base import LabStep
 from .ecs_scaling import current_bounds, ensure_autoscaling, scaling_resource_id
 from .ecs_spec import (
@@ -58,7 +61,7 @@ def insights_log_group(cluster: str) -> str:
 class EcsStep(LabStep):
     name = "ecs"
     requires = ("nat", "sg", "alb", "ecr", "iam", "rds")
-    services = ("ecs", "application-autoscaling", "logs", "rds")
+    services = ("ecs", "application-autoscaling", "logs", "rds", "secretsmanager")
     description = "Fargate cluster, task definitions, services with X-Ray sidecars, auto scaling"
     # `down`: scalable targets (with their policies), services (scaled to 0, deleted, gone),
     # every ACTIVE revision, the cluster, the log groups.
@@ -99,7 +102,9 @@ class EcsStep(LabStep):
         # step after the nat step, which has waited for the gateway to be available.
         sg_id = run.outputs_of("sg")["group_ids"][cfg.security_group]
         images = run.outputs_of("ecr")["images"]
-        target_groups = run.outputs_of("alb")["target_group_arns"]
+        alb = run.outputs_of("alb")
+        target_groups = alb["target_group_arns"]
+        origin_sha256 = alb_origin.sha256(alb_origin.read(run, alb["origin_secret_arn"]))
         roles = run.outputs_of("iam")
         db = run.outputs_of("rds")
 
@@ -125,6 +130,7 @@ class EcsStep(LabStep):
                 secret_arn=db["secret_arn"],
                 log_group=svc.log_group,
                 region=run.clients.region,
+                origin_secret_sha256=origin_sha256,
             )
             task_definitions[name] = _task_definition(run, svc.family, spec)
 

@@ -24,6 +24,16 @@ XRAY_PORT = 2000
 XRAY_CPU = 32
 XRAY_MEMORY = 128  # MiB; the app container gets the rest of the task's memory
 
+# Both containers run with a read-only root filesystem; the app gets a writable /tmp (gunicorn's
+# heartbeat files, anything else wanting a temporary file): a bind mount with no host path,
+# which on Fargate is the task's ephemeral storage (Fargate has no tmpfs mounts). The image
+# declares VOLUME /tmp, so the mount starts as the image's /tmp (1777), not root's 0755.
+SCRATCH_VOLUME = "tmp"
+SCRATCH_PATH = "/tmp"
+# RDS serves TLS: the services never talk to the database in clear (libpq ignores sslmode on
+# the unix socket the local target may use).
+DB_SSLMODE = "require"
+
 HEALTH_CHECK_TIMING = {"interval": 15, "timeout": 5, "retries": 3, "startPeriod": 30}
 HEALTH_CHECK_GRACE_SECONDS = 60
 DEPLOYMENT_CONFIGURATION = {
@@ -107,11 +117,13 @@ def task_definition_spec(
     secret_arn: str,
     log_group: str,
     region: str,
+    origin_secret_sha256: str,
 ) -> dict:
     """RegisterTaskDefinition's arguments (without tags): the service's container and the
     X-Ray daemon sidecar. The app reads its DB login from the RDS-managed secret itself (task
     role), again whenever PostgreSQL refuses it: RDS rotates the secret, and ECS would inject
-    `secrets` only when a task starts."""
+    `secrets` only when a task starts. It gets the SHA-256 of the lab's origin secret
+    (alb_origin), to refuse requests that didn't come through API Gateway."""
 
     logs = {
         "logDriver": "awslogs",
@@ -136,11 +148,17 @@ def task_definition_spec(
             {"name": "DB_PORT", "value": str(db_port)},
             {"name": "DB_NAME", "value": db_name},
             {"name": "DB_SECRET_ARN", "value": secret_arn},
+            {"name": "DB_SSLMODE", "value": DB_SSLMODE},
+            {"name": "ORIGIN_SECRET_SHA256", "value": origin_secret_sha256},
             {"name": "AWS_REGION", "value": region},
             {"name": "AWS_XRAY_DAEMON_ADDRESS", "value": f"127.0.0.1:{XRAY_PORT}"},
         ],
         "logConfiguration": logs,
         "healthCheck": {"command": health_check_command(port), **HEALTH_CHECK_TIMING},
+        "readonlyRootFilesystem": True,
+        "mountPoints": [
+            {"sourceVolume": SCRATCH_VOLUME, "containerPath": SCRATCH_PATH, "readOnly": False}
+        ],
     }
     xray = {
         "name": XRAY_CONTAINER,
@@ -150,6 +168,7 @@ def task_definition_spec(
         "essential": False,
         "portMappings": [{"containerPort": XRAY_PORT, "protocol": "udp"}],
         "logConfiguration": logs,
+        "readonlyRootFilesystem": True,
     }
     return {
         "family": family,
@@ -160,6 +179,7 @@ def task_definition_spec(
         "executionRoleArn": execution_role_arn,
         "taskRoleArn": task_role_arn,
         "containerDefinitions": [app, xray],
+        "volumes": [{"name": SCRATCH_VOLUME}],
     }
 
 

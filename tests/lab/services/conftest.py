@@ -3,6 +3,8 @@
 One private PostgreSQL server per test session (LocalPostgres, random password,
 free loopback port), one database per test module, and the service tables
 dropped before every test, so each test starts from a freshly migrated schema.
+The services check the lab's origin secret as in a task: their apps' test clients send it,
+as the ALB forwards it from API Gateway (origin_secret.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from origin_secret import ORIGIN_SHA256, ThroughGateway
 
 from msctl.local.postgres import LocalPostgres, PostgresNotInstalled
 
@@ -66,6 +69,13 @@ def new_server_dir() -> Path:
     base = Path(tempfile.mkdtemp(prefix="msctl-pg-"))
     base.chmod(0o711)
     return base
+
+
+@pytest.fixture(autouse=True)
+def origin_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the task definition gives the services: the origin secret's SHA-256."""
+    monkeypatch.setenv("ORIGIN_SECRET_SHA256", ORIGIN_SHA256)
+    monkeypatch.delenv("ORIGIN_CHECK", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +148,7 @@ def make_app(dsn: str) -> Iterator[Callable[..., Any]]:
 
     def factory(service: str, app_dsn: str | None = None, **kwargs: Any) -> Any:
         app = load_service(service).create_app(dsn if app_dsn is None else app_dsn, **kwargs)
+        app.test_client_class = ThroughGateway
         apps.append(app)
         return app
 

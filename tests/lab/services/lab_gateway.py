@@ -2,7 +2,8 @@
 (steps/apigw_routes.py: `route_table`, `desired_method`, `put_method`) written to moto's
 API Gateway and served by the local API Gateway emulation the local data plane uses
 (authorizer, proxy events, header mappings); behind it the Lambda handlers (moto DynamoDB
-and S3) and the products and orders services (Flask test clients on a real PostgreSQL).
+and S3) and, through the local ALB emulation with the alb step's rules (the origin secret
+wanted), the products and orders services (Flask test clients on a real PostgreSQL).
 The admin is made as the admin step makes it. `serve` puts it on a loopback port.
 """
 
@@ -20,12 +21,16 @@ from urllib.parse import urlsplit
 
 import boto3
 from aiohttp import web
+from flask.testing import FlaskClient
 from lab_helpers import PASSWORD, USERS_TABLE, FakeContext, put_session
 from multidict import CIMultiDict
+from origin_secret import ORIGIN_HEADER, ORIGIN_SECRET
 
 from msctl.config import load_config
+from msctl.local.alb import LoadBalancer, Rule
 from msctl.local.apigw import FunctionFailed, Request, Response, RestApi
 from msctl.steps import admin as admin_step
+from msctl.steps import alb as alb_step
 from msctl.steps.apigw_routes import (
     Targets,
     cors_values,
@@ -65,7 +70,7 @@ def build_api() -> RestApi:
         identitySource="method.request.header.Authorization",
         authorizerResultTtlInSeconds=0,
     )["id"]
-    targets = Targets(REGION, functions, ALB, authorizer, cors_values(CONFIG))
+    targets = Targets(REGION, functions, ALB, ORIGIN_SECRET, authorizer, cors_values(CONFIG))
     routes = route_table(CONFIG)
     ids = {"/": client.get_resources(restApiId=api_id)["items"][0]["id"]}
     for route in sorted(routes, key=lambda r: depth_key(r.path)):
@@ -81,12 +86,41 @@ def build_api() -> RestApi:
     return RestApi.load(client, api_id, "prod", ACCOUNT)
 
 
+def build_alb() -> LoadBalancer:
+    """The listener as the alb step makes it: a rule per service that also wants the origin
+    secret, and the 403 default. Its targets are the services' names."""
+    header = {"HttpHeaderName": ORIGIN_HEADER, "Values": [ORIGIN_SECRET]}
+    rules = [
+        Rule.from_api(
+            {
+                "Priority": str(10 * (i + 1)),
+                "Conditions": [
+                    {"Field": "path-pattern", "PathPatternConfig": {"Values": [f"/{svc}*"]}},
+                    {"Field": "http-header", "HttpHeaderConfig": header},
+                ],
+                "Actions": [{"Type": "forward", "TargetGroupArn": f"tg-{svc}"}],
+            }
+        )
+        for i, svc in enumerate(("products", "orders"))
+    ]
+    default = {"IsDefault": True, "Conditions": [], "Actions": [alb_step.DEFAULT_ACTION]}
+    lb = LoadBalancer("arn:alb", ALB, [*rules, Rule.from_api(default)])
+    for svc in ("products", "orders"):
+        lb.register(f"tg-{svc}", svc)
+    return lb
+
+
 class World:
     """The gateway with the functions and services behind it, and the people who call it."""
 
     def __init__(self, handlers: dict, products_app: Any, orders_app: Any):
         self.handlers = {fn.name: handlers[key] for key, fn in CONFIG.lambda_.functions.items()}
-        self.services = {"products": products_app.test_client(), "orders": orders_app.test_client()}
+        apps = {"products": products_app, "orders": orders_app}
+        # Behind the ALB: nothing but what API Gateway sends (its origin header mapping).
+        self.services = {name: FlaskClient(app) for name, app in apps.items()}
+        # Straight to a service with the origin secret: to make things for the tests.
+        self.direct = {name: app.test_client() for name, app in apps.items()}
+        self.alb = build_alb()
         self.api = build_api()
         self.other = self.new_user()
         self.admin = self.make_admin()
@@ -101,9 +135,14 @@ class World:
         return json.loads(json.dumps(result))
 
     async def forward(self, method: str, url: str, headers: list, body: bytes) -> Response:
+        """The ALB emulation's answer, as the local edge forwards: a fixed one or the
+        service's."""
         parts = urlsplit(url)
         assert parts.netloc == ALB
-        client = self.services[parts.path.split("/")[1]]
+        kind, target = self.alb.route(parts.path, headers)
+        if kind == "fixed":
+            return Response(target["status"], [], target["body"].encode())
+        client = self.services[target]
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         answer = client.open(path, method=method, headers=headers, data=body)
         return Response(answer.status_code, list(answer.headers.items()), answer.data)
@@ -142,12 +181,12 @@ class World:
     def product(self) -> int:
         headers = {"X-Authorized-User-Id": self.admin.user_id, "X-Authorized-Role": "admin"}
         body = {"name": "Widget", "price": "2.50", "stock": 10}
-        return self.services["products"].post("/products", json=body, headers=headers).json["id"]
+        return self.direct["products"].post("/products", json=body, headers=headers).json["id"]
 
     def order(self, owner: Who) -> int:
         body = {"productId": self.product(), "quantity": 1}
         headers = {"X-Authorized-User-Id": owner.user_id}
-        return self.services["orders"].post("/orders", json=body, headers=headers).json["id"]
+        return self.direct["orders"].post("/orders", json=body, headers=headers).json["id"]
 
     def headers(self, column: str, owner: Who) -> dict[str, str]:
         """The headers of a caller: anonymous, the owner, another user, the admin, a forged

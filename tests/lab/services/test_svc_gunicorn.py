@@ -1,4 +1,5 @@
-"""Each service starts under gunicorn with its shipped config, configured by DB_* only."""
+"""Each service starts under gunicorn with its shipped config, configured by DB_* and the
+origin secret's hash only, and answers only requests that carry the origin secret."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from origin_secret import ORIGIN_HEADER, ORIGIN_SECRET, ORIGIN_SHA256
 from psycopg.conninfo import conninfo_to_dict
 
 from msctl.local.postgres import LocalPostgres
@@ -34,9 +36,10 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def get(url: str) -> tuple[int, dict[str, object]]:
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         with error:
@@ -60,6 +63,8 @@ def gunicorn_env(pg: LocalPostgres, dsn: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "PG"))}
     env.update(pg.service_env(dbname))
     env.update({"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "2", "PYTHONUNBUFFERED": "1"})
+    env.update({"ORIGIN_SECRET_SHA256": ORIGIN_SHA256})
+    env.pop("ORIGIN_CHECK", None)
     return env
 
 
@@ -101,8 +106,14 @@ def test_both_services_under_gunicorn(serve: Any) -> None:
         status, body = wait_until_serving(f"http://127.0.0.1:{port}/health", processes[name])
         assert (status, body) == (200, {"status": "healthy", "service": name})
 
-    status, listing = get(f"http://127.0.0.1:{ports['products']}/products")
+    origin = {ORIGIN_HEADER: ORIGIN_SECRET}
+    status, listing = get(f"http://127.0.0.1:{ports['products']}/products", origin)
     assert status == 200
     assert [p["name"] for p in listing] == ["Sample Product 1"]  # type: ignore[index]
-    status, body = get(f"http://127.0.0.1:{ports['orders']}/orders")
+    status, body = get(f"http://127.0.0.1:{ports['orders']}/orders", origin)
     assert (status, body) == (401, {"error": "authentication required"})
+    # Without the origin secret: nothing but the health check, whatever the headers say.
+    forged = {"X-Authorized-User-Id": "someone", "X-Authorized-Role": "admin"}
+    for name, path in (("products", "/products"), ("orders", "/orders")):
+        status, body = get(f"http://127.0.0.1:{ports[name]}{path}", forged)
+        assert (status, body) == (403, {"error": "forbidden"})

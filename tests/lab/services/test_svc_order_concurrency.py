@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from origin_secret import ORIGIN_HEADER, ORIGIN_SECRET
 from werkzeug.serving import make_server
 
 PARALLEL_ORDERS = 40
@@ -38,7 +39,11 @@ def place_order(url: str, user: str, product_id: int) -> tuple[int, dict[str, An
     request = urllib.request.Request(
         f"{url}/orders",
         data=json.dumps({"productId": product_id, "quantity": 1}).encode(),
-        headers={"Content-Type": "application/json", "X-Authorized-User-Id": user},
+        headers={
+            "Content-Type": "application/json",
+            "X-Authorized-User-Id": user,
+            ORIGIN_HEADER: ORIGIN_SECRET,
+        },
         method="POST",
     )
     try:

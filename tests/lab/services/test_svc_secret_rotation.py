@@ -13,6 +13,7 @@ import boto3
 import psycopg
 import pytest
 from moto import mock_aws
+from origin_secret import ThroughGateway
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -66,6 +67,7 @@ class Rds:
 
     def app(self, service: str, **kwargs: Any) -> Any:
         app = self.load(service).create_app(self.app_dsn, connect_timeout=2, **kwargs)
+        app.test_client_class = ThroughGateway
         self.apps.append(app)
         return app
 
