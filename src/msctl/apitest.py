@@ -5,8 +5,8 @@ the site, register, login, session checks, users, products, orders and notificat
 CORS preflight, and what a plain user must not do (write products, read other users, see or
 cancel other users' orders). Signed in as the lab's admin (`admin_login` reads its secret)
 it also creates the product it orders from. Each check records pass/fail, its latency and
-what went wrong; at the end it removes what it created (its users, orders and product; the
-one notification it posts stays, no API deletes notifications), also after a failed check.
+what went wrong; at the end it removes what it created (its users, orders, notifications and
+product), also after a failed check.
 """
 
 from __future__ import annotations
@@ -470,8 +470,9 @@ class Scenario:
     # ------------------------------------------------------------ clean up
 
     async def remove_what_it_created(self) -> None:
-        """Orders cancelled, the product and the test users deleted (each user by itself,
-        as any user can), the admin's session ended; then look that they are gone."""
+        """Orders cancelled, the product, the notifications and the test users deleted (each
+        user by itself, as any user can), the admin's session ended; then look that they are
+        gone."""
         started, problems = time.perf_counter(), []
 
         async def call(what: str, method: str, path: str, ok: tuple[int, ...], **kwargs):
@@ -498,6 +499,8 @@ class Scenario:
             await call("delete the product", "DELETE", path, (204,), token=self.tokens["admin"])
             await call("the product is gone", "GET", path, (404,))
         for who, token in tokens.items():
+            path = "/api/notifications"
+            await call(f"delete {who}'s notifications", "DELETE", path, (200,), token=token)
             path = f"/api/users/{self.ids.get(who) or 'unknown'}"
             await call(f"delete {who}", "DELETE", path, (204,), token=token)
             login = {"email": self.users[who]["email"], "password": self.password}

@@ -164,7 +164,7 @@ def test_expired_session(api, put_session):
 
 
 def test_wrong_method(api):
-    assert api.call("notifications", "DELETE", "/notifications").status == 405
+    assert api.call("notifications", "PUT", "/notifications").status == 405
 
 
 def test_injected_error_is_generic_500(api, labcommon, monkeypatch):
@@ -177,3 +177,16 @@ def test_injected_error_is_generic_500(api, labcommon, monkeypatch):
     response = post(api, token, {"message": "hi"})
     assert response.status == 500
     assert response.body == {"error": "Internal server error", "requestId": "test-request-id"}
+
+
+def test_a_user_deletes_their_own_notifications_and_no_one_elses(api):
+    _alice, alice = api.signup("alice@example.com")
+    _bob, bob = api.signup("bob@example.com")
+    for token in (alice, alice, bob):
+        assert post(api, token, {"message": "hi"}).status == 201
+    deleted = api.call(
+        "notifications", "DELETE", "/notifications", resource="/notifications", token=alice
+    )
+    assert (deleted.status, deleted.body) == (200, {"deleted": 2})
+    assert listing(api, alice).body["notifications"] == []
+    assert len(listing(api, bob).body["notifications"]) == 1

@@ -44,6 +44,7 @@ ROUTES = {
     ("/api/users/{id}", "DELETE"): ("AWS_PROXY", USERS, "CUSTOM"),
     ("/api/notifications", "GET"): ("AWS_PROXY", NOTES, "CUSTOM"),
     ("/api/notifications", "POST"): ("AWS_PROXY", NOTES, "CUSTOM"),
+    ("/api/notifications", "DELETE"): ("AWS_PROXY", NOTES, "CUSTOM"),
     ("/api/products", "GET"): ("HTTP_PROXY", PRODUCTS, "NONE"),
     ("/api/products", "POST"): ("HTTP_PROXY", PRODUCTS, "CUSTOM"),
     ("/api/products", "PUT"): ("HTTP_PROXY", PRODUCTS, "CUSTOM"),

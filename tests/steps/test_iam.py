@@ -204,6 +204,7 @@ def expected_grants(iam_lab) -> dict[str, dict[str, set[str]]]:
             {
                 "s3:GetObject": {f"{bucket_arn}/notifications/*"},
                 "s3:PutObject": {f"{bucket_arn}/notifications/*"},
+                "s3:DeleteObject": {f"{bucket_arn}/notifications/*"},
                 "s3:ListBucket": {bucket_arn},
             },
         ),

@@ -74,6 +74,21 @@ def list_notifications(req: Request) -> dict:
     return json_response(200, {"notifications": notes})
 
 
-ROUTES = {"/notifications": {"POST": create_notification, "GET": list_notifications}}
+def delete_notifications(req: Request) -> dict:
+    """Every notification of the caller (no one else's: the prefix is the caller's)."""
+    keys = _keys(_user_prefix(req.caller_id()))
+    for start in range(0, len(keys), 1000):  # DeleteObjects' limit
+        batch = [{"Key": key} for key in keys[start : start + 1000]]
+        labcommon.s3().delete_objects(Bucket=_bucket(), Delete={"Objects": batch, "Quiet": True})
+    return json_response(200, {"deleted": len(keys)})
+
+
+ROUTES = {
+    "/notifications": {
+        "POST": create_notification,
+        "GET": list_notifications,
+        "DELETE": delete_notifications,
+    }
+}
 
 lambda_handler = labcommon.api(ROUTES)

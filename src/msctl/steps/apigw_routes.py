@@ -42,6 +42,7 @@ LAMBDA_ROUTES: tuple[tuple[str, str, str, bool], ...] = (
     ("/users/{id}", "DELETE", "users", True),
     ("/notifications", "GET", "notifications", True),
     ("/notifications", "POST", "notifications", True),
+    ("/notifications", "DELETE", "notifications", True),
 )
 FIELDS = {  # the managed fields of a method, as the differences name them
     "authorizationType": "authorization",

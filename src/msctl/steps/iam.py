@@ -146,7 +146,7 @@ def function_policy(
         statements += [
             _statement(
                 "NotificationObjects",
-                ["s3:GetObject", "s3:PutObject"],
+                ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
                 [f"{bucket_arn}/{NOTIFICATIONS_PREFIX}*"],
             ),
             {

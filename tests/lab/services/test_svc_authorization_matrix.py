@@ -81,6 +81,11 @@ ROWS = [
         lambda w, o: ("POST", "/api/notifications", {"message": "hi"}),
         guarded(201, 201, 201),
     ),
+    Row(
+        ("/api/notifications", "DELETE"),
+        lambda w, o: ("DELETE", "/api/notifications", None),
+        guarded(200, 200, 200),  # each caller deletes only their own (the prefix is theirs)
+    ),
     Row(("/api/products", "GET"), lambda w, o: ("GET", "/api/products", None), everyone(200)),
     Row(
         ("/api/products", "POST"),
