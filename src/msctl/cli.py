@@ -15,6 +15,7 @@ from .config import ConfigError, LabConfig, find_config, load_config, project_ro
 from .engine.graph import GraphError
 from .lab import Lab, SessionError
 from .local.dataplane import DataPlaneError
+from .preflight import QuotaExceeded
 from .state import StateError
 from .steps import all_steps
 
@@ -49,7 +50,7 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except (ConfigError, GraphError, SessionError) as exc:
             raise UserError(str(exc)) from None
-        except StateError as exc:
+        except (StateError, QuotaExceeded) as exc:
             raise RunFailed(str(exc)) from None
         except KeyboardInterrupt:
             command = click.get_current_context().info_name
@@ -69,6 +70,7 @@ class Globals:
     config: Path | None = None
     target: str | None = None
     state_dir: Path | None = None
+    state: str | None = None
 
 
 def _store(name: str):
@@ -80,7 +82,7 @@ def _store(name: str):
 
 
 def global_options(fn):
-    """-v, -c, --target, --state-dir."""
+    """-v, -c, --target, --state-dir, --state."""
     decorators = [
         click.option(
             "-v",
@@ -114,6 +116,14 @@ def global_options(fn):
             callback=_store("state_dir"),
             help="Where state, locks and the emulator live (default: .msctl beside the config).",
         ),
+        click.option(
+            "--state",
+            metavar="URL",
+            expose_value=False,
+            callback=_store("state"),
+            help="Where the lab's state lives: local (the state dir) or s3://bucket/prefix "
+            "(default: the config's `state:`).",
+        ),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
@@ -145,6 +155,23 @@ parallel_option = click.option(
     help="How many independent steps run at once (1: serial).",
 )
 yes_option = click.option("--yes", "-y", is_flag=True, help="Don't ask (for scripts).")
+
+
+def labs_options(fn):
+    """--labs, --parallel-labs (up and down)."""
+    fn = click.option(
+        "--parallel-labs",
+        type=click.IntRange(1, 32),
+        default=3,
+        show_default=True,
+        help="With --labs: how many labs run at once.",
+    )(fn)
+    return click.option(
+        "--labs",
+        "lab_names",
+        metavar="A,B,C",
+        help="Do it for each of these labs: the config with --set lab=NAME, in parallel.",
+    )(fn)
 
 
 def _only(value: str | None) -> list[str] | None:
@@ -181,17 +208,38 @@ def _state_dir(config_path: Path | None) -> Path:
     return (project_root(config_path) if config_path else Path.cwd()) / ".msctl"
 
 
-def _lab(overrides=()) -> Lab:
+def _lab(overrides=(), name: str | None = None) -> Lab:
+    """The lab of the config (with --set lab=NAME when a name is given: --labs)."""
     config_path = _config_path()
     notices = report.make_console(stderr=True)
+    overrides = (*overrides, f"lab={name}") if name else tuple(overrides)
+    prefix = f"{name}: " if name else ""
     return Lab(
         load_config(config_path, list(overrides)),
         _globals().target or "local",
         _state_dir(config_path),
-        on_notice=lambda message: report.notice(notices, message),
+        on_notice=lambda message: report.notice(notices, prefix + message),
         config_path=config_path,
         overrides=overrides,
+        state=_state_url(),
     )
+
+
+def _state_url() -> str | None:
+    """--state as a location (None: the config's, or the state dir)."""
+    value = _globals().state
+    if value is None:
+        return None
+    from pydantic import ValidationError
+
+    from .config.models import StateConfig
+
+    try:
+        chosen = StateConfig.model_validate(value)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UserError(f"--state {value}: {problem} (local or s3://bucket/prefix)") from None
+    return chosen.location or str(_state_dir(_config_path()))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -220,6 +268,7 @@ def main(ctx: click.Context) -> None:
 @set_option
 @only_option
 @parallel_option
+@labs_options
 @yes_option
 @output_option
 @click.option(
@@ -229,10 +278,11 @@ def main(ctx: click.Context) -> None:
 )
 @click.pass_context
 @handle_errors
-def up(ctx, overrides, only, parallel, yes, output, port):
+def up(ctx, overrides, only, parallel, lab_names, parallel_labs, yes, output, port):
     """Build the lab (or finish an interrupted build). Safe to re-run.
 
     On the local target a full `up` also serves the lab, on the same URL every time.
+    First the quota preflight: `up` stops, creating nothing, when the account has no room.
 
     \b
     Examples:
@@ -240,9 +290,17 @@ def up(ctx, overrides, only, parallel, yes, output, port):
       msctl up --only sg
       msctl up --port 8080
       msctl up --target aws --yes
+      msctl up --labs alice,bob,carol --parallel-labs 3   (one lab each, same config)
     """
     selected = _only(only)
     console = report.make_console()
+    if lab_names:
+        if port is not None:
+            raise UserError("--port serves one lab: not with --labs")
+        from .cli_labs import many
+
+        many(ctx, overrides, lab_names, parallel_labs, output, "up", selected, parallel, yes)
+        return
     lab = _lab(overrides)
     if port is not None and not lab.local:
         raise UserError("--port is for the local target only")
@@ -250,7 +308,10 @@ def up(ctx, overrides, only, parallel, yes, output, port):
         with report.Progress(console, _shown(selected, "apply"), enabled=output == "table") as bar:
             lab.on_event = bar
             result, url = lab.up(
-                selected, parallel, confirm=lambda c: _confirm_billable(c, yes), port=port
+                selected,
+                parallel,
+                confirm=lambda c: _confirm_billable(c, yes, lab.prices),
+                port=port,
             )
     except DataPlaneError as exc:
         raise RunFailed(f"{exc} (the lab itself is built; `msctl up` tries again)") from None
@@ -299,11 +360,12 @@ def plan(ctx, overrides, only, output, destroy):
 @set_option
 @only_option
 @parallel_option
+@labs_options
 @yes_option
 @output_option
 @click.pass_context
 @handle_errors
-def down(ctx, overrides, only, parallel, yes, output):
+def down(ctx, overrides, only, parallel, lab_names, parallel_labs, yes, output):
     """Remove the lab, in reverse dependency order, and check that nothing of it remains.
 
     Asks first, naming the data that goes with it (tables and their items, the database);
@@ -314,9 +376,15 @@ def down(ctx, overrides, only, parallel, yes, output):
       msctl down
       msctl down --yes
       msctl down --only ecs      (ecs and everything that depends on it)
+      msctl down --labs alice,bob,carol --yes
     """
     selected = _only(only)
     console = report.make_console()
+    if lab_names:
+        from .cli_labs import down_doc, many
+
+        many(ctx, overrides, lab_names, parallel_labs, output, "down", selected, parallel, yes)
+        return
     lab = _lab(overrides)
     if not yes:
         lost = lab.data_at_risk(selected)
@@ -328,11 +396,9 @@ def down(ctx, overrides, only, parallel, yes, output):
         lab.on_event = bar
         done = lab.down(selected, parallel)
     if output == "json":
-        doc = report.result_to_json(done.walk) if done.walk else {"action": "destroy", "steps": {}}
-        doc["leftovers"] = report.leftovers_to_json(done.leftovers) if done.leftovers else None
-        doc["ok"] = done.ok
-        doc["note"] = done.note or None
-        report.print_json(console, doc)
+        from .cli_labs import down_doc
+
+        report.print_json(console, down_doc(done))
     elif done.walk is None:
         report.notice(console, done.note + ".")
     else:
@@ -393,173 +459,6 @@ def status(ctx, overrides, output, rebuild_state):
         ctx.exit(EXIT_FAILED)
 
 
-# ---------------------------------------------------------------- test-api
-
-
-@main.command("test-api")
-@global_options
-@set_option
-@output_option
-@click.option("--url", help="Base URL to test (default: the lab's public URL on the target).")
-@click.option("--load", is_flag=True, help="Run a load test instead of the checks.")
-@click.option(
-    "--requests",
-    "requests_",
-    type=click.IntRange(1, 1_000_000),
-    default=1000,
-    show_default=True,
-    help="Load mode: total requests.",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 1000),
-    default=10,
-    show_default=True,
-    help="Load mode: requests in flight at once.",
-)
-@click.option(
-    "--path",
-    "load_path",
-    default="/api/products",
-    show_default=True,
-    help="Load mode: the path to GET.",
-)
-@click.pass_context
-@handle_errors
-def test_api(ctx, overrides, output, url, load, requests_, concurrency, load_path):
-    """Prove the lab works end to end through its public URL.
-
-    Runs the seed's checks and more (site, register, login, sessions, users, products,
-    orders, notifications, CORS); exits 1 if any check fails. With --load, runs the seed's
-    `ab -n 1000 -c 10` load test and reports requests/s and latency percentiles.
-
-    \b
-    Examples:
-      msctl test-api
-      msctl test-api --load --requests 1000 --concurrency 10
-      msctl test-api --url https://d111111abcdef8.cloudfront.net --output json
-    """
-    import asyncio
-
-    from . import apitest
-
-    if not load_path.startswith("/"):
-        raise UserError(f"--path must start with '/', got {load_path!r}")
-    lab = _lab(overrides)
-    base = (url or lab.public_url()).rstrip("/")
-    console = report.make_console()
-    if load:
-        with report.LoadProgress(console, requests_, enabled=output == "table") as progress:
-            result = asyncio.run(
-                apitest.run_load(
-                    base + load_path, requests_, concurrency, on_progress=progress.advance
-                )
-            )
-        summary = result.summary()
-        if output == "json":
-            report.print_json(console, summary)
-        else:
-            report.print_load(console, summary)
-        if summary["failed"]:
-            ctx.exit(EXIT_FAILED)
-        return
-    checks = asyncio.run(apitest.run_scenario(base, admin=lab.admin_login()))
-    if output == "json":
-        report.print_json(
-            console,
-            {"url": base, "ok": all(c.ok for c in checks), "checks": [vars(c) for c in checks]},
-        )
-    else:
-        report.print_checks(console, base, checks)
-    if not all(c.ok for c in checks):
-        ctx.exit(EXIT_FAILED)
-
-
-# ---------------------------------------------------------------- local emulator
-
-
-@main.group()
-@global_options
-def local():
-    """Manage the local AWS emulator (moto, server mode, on 127.0.0.1)."""
-
-
-def _local_state_dir() -> Path:
-    """The state dir of the lab the config names, else .msctl here (no config needed)."""
-    if _globals().state_dir is not None:
-        return _globals().state_dir
-    chosen = _globals().config or find_config(Path.cwd(), os.environ.get("MSCTL_CONFIG"))
-    return _state_dir(chosen)
-
-
-@local.command("start")
-@global_options
-@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: a free one).")
-@handle_errors
-def local_start(port):
-    """Start the emulator in the background (it outlives this command).
-
-    \b
-    Example:
-      msctl local start
-    """
-    from .local import emulator
-
-    try:
-        info, started = emulator.start(_local_state_dir(), port=port)
-    except emulator.EmulatorError as exc:
-        raise RunFailed(str(exc)) from None
-    verb = "started" if started else "already running"
-    click.echo(f"emulator {verb}: {info.endpoint} (pid {info.pid}, log {info.log_path})")
-
-
-@local.command("stop")
-@global_options
-@handle_errors
-def local_stop():
-    """Stop the emulator (everything in it is lost) and the local data plane.
-
-    \b
-    Example:
-      msctl local stop
-    """
-    from .local import dataplane, emulator
-
-    state_dir = _local_state_dir()
-    if dataplane.stop(state_dir):
-        click.echo("local data plane stopped")
-    stopped = emulator.stop(state_dir)
-    click.echo("emulator stopped" if stopped else "emulator was not running")
-
-
-@local.command("status")
-@global_options
-@output_option
-@handle_errors
-def local_status(output):
-    """Say whether the emulator runs, and where. Exits 1 when it doesn't.
-
-    \b
-    Example:
-      msctl local status --output json
-    """
-    from dataclasses import asdict
-
-    from .local import emulator
-
-    info = emulator.status(_local_state_dir())
-    if output == "json":
-        report.print_json(
-            report.make_console(), {"running": info is not None, **(asdict(info) if info else {})}
-        )
-    elif info:
-        click.echo(f"emulator running: {info.endpoint} (pid {info.pid}, since {info.started_at})")
-    else:
-        click.echo("emulator not running (start it with `msctl local start` or `msctl up`)")
-    if info is None:
-        sys.exit(EXIT_FAILED)
-
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -577,10 +476,10 @@ def _shown(only: list[str] | None, action: str) -> list[str]:
     return runner.select(all_steps(), only, action)
 
 
-def _confirm_billable(config: LabConfig, yes: bool) -> None:
+def _confirm_billable(config: LabConfig, yes: bool, prices, labs: int = 1) -> None:
     from .costs import billable
 
-    report.print_billable(report.make_console(stderr=True), billable(config))
+    report.print_billable(report.make_console(stderr=True), billable(config, prices), prices, labs)
     if not yes:
         _confirm("Create these billable resources?")
 
@@ -594,3 +493,15 @@ def _confirm(question: str) -> None:
         raise UserError(f"{question} Not asking on a non-interactive input: pass --yes to confirm.")
     if not click.confirm(question, default=False, err=True):
         raise UserError("cancelled; nothing was changed")
+
+
+# The commands that live in their own modules (they build on the options above).
+from .cli_labs import labs_command  # noqa: E402
+from .cli_local import local  # noqa: E402
+from .cli_state import state  # noqa: E402
+from .cli_testapi import test_api  # noqa: E402
+
+main.add_command(labs_command)
+main.add_command(local)
+main.add_command(state)
+main.add_command(test_api)

@@ -1,5 +1,6 @@
 """What the lab costs while it exists (us-east-1 on-demand list prices, USD per hour).
 
+The built-in table: the fallback when AWS's Price List API doesn't answer (pricing.py).
 Estimates for the confirmation before `up --target aws` (`billable`); each resource kind
 prices itself from these for what `down` finds left behind (resources/*.py, `Kind.cost`).
 Per-request services (Lambda, API Gateway, DynamoDB on-demand, S3, CloudFront) cost next to
@@ -26,6 +27,7 @@ HOSTED_ZONE_MONTH = 0.50
 ALARM_MONTH = 0.10
 SNAPSHOT_GB_MONTH = 0.095
 
+
 @dataclass(frozen=True)
 class Billable:
     kind: str
@@ -44,17 +46,27 @@ def fargate_hourly(cpu_units: float, memory_mib: float, tasks: int) -> float:
     return per_task * tasks
 
 
-def billable(config: LabConfig) -> list[Billable]:
+def billable(config: LabConfig, prices=None) -> list[Billable]:
+    """What `up` creates that bills by the hour, at `prices` (pricing.Prices; default: this
+    table)."""
+    if prices is None:
+        from .pricing import Prices
+
+        prices = Prices()
     rds = config.rds
     items = [
-        Billable("NAT gateway", config.vpc.nat_gateway, NAT_GATEWAY, "plus $0.045/GB processed"),
-        Billable("Elastic IP", f"{config.vpc.nat_gateway}-eip", PUBLIC_IPV4),
-        Billable("Load balancer", config.alb.name, ALB + 2 * PUBLIC_IPV4, "plus LCUs"),
+        Billable(
+            "NAT gateway", config.vpc.nat_gateway, prices.nat_gateway, "plus $0.045/GB processed"
+        ),
+        Billable("Elastic IP", f"{config.vpc.nat_gateway}-eip", prices.public_ipv4),
+        Billable(
+            "Load balancer", config.alb.name, prices.alb + 2 * prices.public_ipv4, "plus LCUs"
+        ),
         Billable(
             "RDS instance",
             rds.identifier,
-            rds_hourly(rds.instance_class, rds.allocated_storage),
-            "" if rds.instance_class in RDS_INSTANCE else "instance price unknown to msctl",
+            prices.rds_hourly(rds.instance_class, rds.allocated_storage),
+            "" if rds.instance_class in prices.rds else "instance price unknown to msctl",
         ),
         Billable(
             "Secrets Manager secret", f"{rds.identifier} master", SECRET_MONTH / HOURS_PER_MONTH
@@ -69,7 +81,7 @@ def billable(config: LabConfig) -> list[Billable]:
             Billable(
                 "Fargate tasks",
                 f"{service.service} x{service.desired_count}",
-                fargate_hourly(service.cpu, service.memory, service.desired_count),
+                prices.fargate_hourly(service.cpu, service.memory, service.desired_count),
                 f"{name}, scales up to {config.ecs.autoscaling.max_capacity}",
             )
         )

@@ -6,8 +6,7 @@ each: a started emulator, a state that describes another target...).
 
 from __future__ import annotations
 
-import datetime
-import os
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -15,14 +14,14 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from . import leftovers
+from . import leftovers, preflight, pricing
 from .config import LabConfig
 from .context import Context, Target, aws_target, make_session
 from .engine import runner
 from .engine.model import Event, Status
 from .engine.runner import RunResult
 from .local import emulator
-from .state import StateError, StateStore
+from .state import StateStore, open_store
 from .steps import all_steps
 
 
@@ -53,10 +52,17 @@ class Lab:
         on_notice: Callable[[str], None] = lambda _m: None,
         config_path: Path | None = None,
         overrides: tuple[str, ...] = (),
+        state: str | None = None,
     ):
         self.config = config
         self.target_name = target
         self.state_dir = state_dir
+        # Where the state lives: --state, else the config's `state:`, else the state dir
+        # (which also holds the local emulator and data plane, whatever the backend).
+        self.state_location: str | Path = state or config.state.location or state_dir
+        # Quota limits to check against instead of Service Quotas' (preflight.QUOTAS keys).
+        self.quota_limits: dict[str, float] | None = None
+        self.prices: pricing.Prices | None = None
         self.on_event = on_event
         self.on_notice = on_notice
         self.config_path = config_path
@@ -80,16 +86,23 @@ class Lab:
         parallel: int = 8,
         confirm: Callable[[LabConfig], None] = lambda _c: None,
         port: int | None = None,
+        *,
+        serve: bool = True,
+        check_quotas: bool = True,
     ) -> tuple[RunResult, str | None]:
-        """Build (or finish) the lab; on the local target a full `up` also serves it, on the
-        same URL as before (restarted only when what it serves changed). Returns the run and
-        the local URL (None when not served)."""
+        """Build (or finish) the lab, once the quota preflight finds room for it; on the local
+        target a full `up` also serves it (unless `serve` is false), on the same URL as
+        before (restarted only when what it serves changed). Returns the run and the local
+        URL (None when not served)."""
         with self.session("up") as ctx:
+            if check_quotas:
+                self._check_quotas(ctx, preflight.needs(ctx, self._selected(only)))
             if not self.local:
+                self.prices = pricing.for_context(ctx, [self.config.rds.instance_class])
                 confirm(self.config)
             result = self._run(ctx, "apply", only, parallel)
         url = None
-        if result.ok and self.local and only is None:
+        if result.ok and self.local and only is None and serve:
             from .local import dataplane
 
             changed = any(r.changes for r in result.results.values())
@@ -100,6 +113,40 @@ class Lab:
             )
             url = served.url
         return result, url
+
+    def quota_needs(self, only: list[str] | None = None) -> list[preflight.Need]:
+        """What `up` would create that counts against a quota (for several labs at once)."""
+        with self.session("up", lock=False, record=False) as ctx:
+            return preflight.needs(ctx, self._selected(only))
+
+    def current_prices(self) -> pricing.Prices:
+        """The prices `up` confirms with (the Price List API's, else the built-in table)."""
+        with self.session("up", lock=False, record=False) as ctx:
+            return pricing.for_context(ctx, [self.config.rds.instance_class])
+
+    def check_quotas(self, needs: list[preflight.Need]) -> None:
+        """Raise preflight.QuotaExceeded unless the account has room for `needs`."""
+        with self.session("up", lock=False, record=False) as ctx:
+            self._check_quotas(ctx, needs)
+
+    def _check_quotas(self, ctx: Context, needs: list[preflight.Need]) -> None:
+        limits = self.quota_limits
+        preflight.check(ctx, needs, local=self.local, limits=limits, note=self.on_notice)
+
+    def _selected(self, only: list[str] | None) -> list[str]:
+        return runner.select(self.steps, only, "apply")
+
+    def labs(self) -> dict:
+        """Every lab in the account and region (`msctl labs`), with its cost."""
+        from . import labs
+
+        if self.local and emulator.status(self.state_dir) is None:
+            note = "the local emulator is not running: no lab exists on the local target"
+            return {**labs.empty(self.config.region, self.target_name), "note": note}
+        target = self._target()
+        location = str(self.state_location)
+        backend = location if location.startswith("s3://") else None
+        return labs.listing(self._context(target, None), backend)  # every lab's: no state
 
     def public_url(self) -> str:
         """Where the lab answers: the local data plane's URL, or the distribution's."""
@@ -112,9 +159,7 @@ class Lab:
                     "the lab is not being served locally: run `msctl up` first (or pass --url)"
                 )
             return served.url
-        domain = (
-            StateStore(self.state_dir, self.config.lab).outputs("cloudfront").get("domain_name")
-        )
+        domain = self._store().outputs("cloudfront").get("domain_name")
         if not domain:
             raise SessionError(
                 "no CloudFront distribution recorded for this lab: run "
@@ -146,7 +191,7 @@ class Lab:
             from .local import dataplane
 
             if emulator.status(self.state_dir) is None:
-                state = StateStore(self.state_dir, self.config.lab)
+                state = self._store()
                 removed = False
                 if state.exists():
                     with state.locked("down"):
@@ -160,7 +205,8 @@ class Lab:
                     "local target" + ("; removed the stale state file" if removed else ""),
                 )
         with self.session("down") as ctx:
-            if self.local:
+            ours = self._serves_this_lab()
+            if self.local and ours:
                 from .local import dataplane
 
                 dataplane.stop(self.state_dir)  # only once the lock is ours
@@ -170,7 +216,7 @@ class Lab:
             done = Down(walk, found)
             if done.ok and only is None:
                 ctx.state.delete()
-                if self.local:
+                if self.local and ours:
                     from .local import dataplane
 
                     dataplane.remove_data(self.state_dir)
@@ -180,9 +226,9 @@ class Lab:
         """Every step verified against the target, with its recorded resources and outputs,
         where the lab answers, and one summary line. `exists`: anything of the lab exists;
         `ok`: every enabled step is built and as configured."""
-        state = StateStore(self.state_dir, self.config.lab)
+        state = self._store()
         state.load()
-        doc: dict = {"lab": self.config.lab, "warnings": [], "steps": {}}
+        doc: dict = {"lab": self.config.lab, "warnings": [], "steps": {}, "cost": None}
         info = None
         if self.local:
             info = emulator.status(self.state_dir)
@@ -203,7 +249,11 @@ class Lab:
         doc["warnings"] = check_state_target(state, target)
         result = None
         if not (self.local and info is None):
-            result = runner.run(self._context(target, state), self.steps, "verify", parallel=8)
+            ctx = self._context(target, state)
+            result = runner.run(ctx, self.steps, "verify", parallel=8)
+            from .labs import status_cost
+
+            doc["cost"] = status_cost(ctx, self.on_notice)
         for name in self.steps:
             res = result.results[name] if result else None
             recorded, _reason = state.status(name)
@@ -280,10 +330,10 @@ class Lab:
     def rebuild_state(self) -> dict:
         """Move the state file aside (never deleted) and rebuild it from the lab's tags: each
         step's `rebuild` (a verify that records what it finds) in dependency order."""
-        state = StateStore(self.state_dir, self.config.lab)
+        state = self._store()
         summary: dict = {"backup": None, "target": self.target_name, "steps": {}, "note": ""}
         with state.locked("status --rebuild-state"):
-            summary["backup"] = _move_aside(state.path)
+            summary["backup"] = state.move_aside()
             state.load()  # a missing file is an empty state
             if self.local and emulator.status(self.state_dir) is None:
                 summary["note"] = (
@@ -310,7 +360,7 @@ class Lab:
     def session(self, command: str, *, lock: bool = True, record: bool = True) -> Iterator[Context]:
         """The lab's context for one command: target resolved, state loaded (and locked)."""
         target = self._target()
-        state = StateStore(self.state_dir, self.config.lab)
+        state = self._store(target)
         with state.locked(command) if lock else nullcontext():
             state.load()
             for warning in check_state_target(state, target):
@@ -319,7 +369,41 @@ class Lab:
                 _record_target(state, target)
             yield self._context(target, state)
 
-    def _context(self, target: Target, state: StateStore) -> Context:
+    def _store(self, target: Target | None = None) -> StateStore:
+        """The lab's state in its backend; an S3 backend is read on the target (the local
+        emulator holds the bucket there: while it is stopped, so is the state, and the
+        state dir's (empty) state stands in)."""
+        location = str(self.state_location)
+        if not location.startswith("s3://"):
+            return open_store(self.state_location, self.config.lab)
+        if target is None and self.local:
+            info = emulator.status(self.state_dir)
+            target = Target("local", self.config.region, info.endpoint if info else None)
+        target = target or aws_target(self.config)
+        if target.is_local and target.endpoint is None:
+            return open_store(self.state_dir, self.config.lab)
+        from .state_s3 import client_for
+
+        return open_store(location, self.config.lab, client=client_for(target))
+
+    def _serves_this_lab(self) -> bool:
+        """False when the local data plane runs for another lab of this state dir (labs on
+        one emulator share it): `down` of this lab leaves it serving."""
+        if not self.local:
+            return False
+        from .config import load_config
+        from .local import dataplane
+
+        info = dataplane.status(self.state_dir)
+        if info is None:
+            return True
+        try:
+            config_path, overrides = json.loads(info.serves)
+            return load_config(Path(config_path), overrides).lab == self.config.lab
+        except Exception:  # can't tell: as before, this lab's
+            return True
+
+    def _context(self, target: Target, state: StateStore | None) -> Context:
         ctx = Context(self.config, target, state, listener=self.on_event)
         ctx.clients.prepare({svc for step in self.steps.values() for svc in step.services})
         return ctx
@@ -395,23 +479,6 @@ def _record_target(state: StateStore, target: Target) -> None:
         endpoint=target.endpoint,
         emulator_id=target.emulator_id,
     )
-
-
-def _move_aside(path: Path) -> str | None:
-    """Rename the state file to `<name>.bak-<UTC timestamp>`; never delete it."""
-    if not path.exists():
-        return None
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = path.with_name(f"{path.name}.bak-{stamp}")
-    n = 1
-    while backup.exists():
-        n += 1
-        backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
-    try:
-        os.replace(path, backup)
-    except OSError as exc:
-        raise StateError(f"cannot move the state file {path} aside: {exc.strerror}") from None
-    return str(backup)
 
 
 ENDPOINTS = (

@@ -236,6 +236,11 @@ def print_status(console: Console, doc: dict, *, verbose: bool = False) -> None:
     read_with = doc["steps"].get("admin", {}).get("outputs", {}).get("read_with")
     if read_with:
         console.print(f"admin login: {_escape(read_with)}", highlight=False)
+    cost = doc.get("cost")
+    if cost and cost["resources"]:
+        console.print(
+            f"cost: {_cost_line(cost)}; {_escape(cost['prices']['label'])}", highlight=False
+        )
     if verbose:
         for key, value in doc.get("emulated_endpoints", {}).items():
             console.print(
@@ -263,18 +268,22 @@ def print_rebuilt(console: Console, rebuilt: dict) -> None:
             console.print(f"[yellow]! {name}: not rebuilt: {_escape(step['error'])}[/]")
 
 
-def print_billable(console: Console, items: list[Billable]) -> None:
-    table = Table(title="billable resources this will create")
+def print_billable(console: Console, items: list[Billable], prices=None, labs: int = 1) -> None:
+    title = "billable resources this will create" + (f" (each of {labs} labs)" if labs > 1 else "")
+    table = Table(title=title)
     for col in ("resource", "name", "USD/hour", "note"):
         table.add_column(col)
     for item in items:
         table.add_row(item.kind, item.name, f"{item.hourly:.4f}", item.note)
     console.print(table)
-    hourly = total(items)
+    hourly = total(items) * labs
+    what = "the lab exists" if labs == 1 else f"the {labs} labs exist"
     console.print(
-        f"about ${hourly:.3f}/hour (${hourly * 24:.2f}/day) while the lab exists; "
-        "`msctl down` removes all of it"
+        f"about ${hourly:.3f}/hour (${hourly * 24:.2f}/day) while {what}; "
+        "`msctl down` removes all of it",
+        highlight=False,
     )
+    console.print(_escape(prices.label if prices else "prices: built-in table"), highlight=False)
 
 
 def leftovers_to_json(found) -> dict:
@@ -286,12 +295,16 @@ def leftovers_to_json(found) -> dict:
         "kept": [asdict(item) for item in found.kept],
         "problems": list(found.problems),
         "remaining_usd_per_hour": round(found.hourly, 4),
+        "prices": BUILT_IN_PRICES,
     }
 
 
 def _leftover(item) -> str:
     name = f" ({item.name})" if item.name and item.name != item.id else ""
     return f"{item.kind} {item.id}{name}"
+
+
+BUILT_IN_PRICES = "prices: built-in table"  # the kinds price what `down` finds from it
 
 
 def print_leftovers(console: Console, found) -> None:
@@ -311,6 +324,7 @@ def print_leftovers(console: Console, found) -> None:
             f"remain, about ${hourly:.4f}/hour (${hourly * 24:.2f}/day):[/]",
             highlight=False,
         )
+        console.print(f"  {BUILT_IN_PRICES}", highlight=False)
         for item in found.remaining:
             note = f"; {_escape(item.note)}" if item.note else ""
             console.print(
@@ -320,6 +334,84 @@ def print_leftovers(console: Console, found) -> None:
         console.print("  next: fix what is named above and run `msctl down` again")
     elif not found.problems:
         console.print(f"nothing tagged for lab {found.lab} remains")
+    if found.kept and not found.remaining:
+        console.print(BUILT_IN_PRICES, highlight=False)
+
+
+def _cost_line(cost: dict) -> str:
+    line = f"about ${cost['hourly_usd']:.4f}/hour"
+    if cost.get("cost_so_far_usd") is not None:
+        line += (
+            f", about ${cost['cost_so_far_usd']:.2f} so far (an estimate, since {cost['created']})"
+        )
+    return line
+
+
+def print_labs(console: Console, doc: dict) -> None:
+    """`msctl labs`: one row per lab, then where the prices came from."""
+    where = f"{doc['target']} target, region {doc['region']}"
+    if not doc["labs"]:
+        note = doc.get("note") or "nothing tagged by msctl here"
+        console.print(f"no labs ({where}): {_escape(note)}", highlight=False)
+    else:
+        table = Table(title=f"labs ({where})")
+        for col in ("lab", "status", "created (UTC)", "resources", "USD/hour", "so far", "from"):
+            table.add_column(col, no_wrap=col != "lab")
+        for lab in doc["labs"]:
+            so_far = lab["cost_so_far_usd"]
+            table.add_row(
+                lab["name"],
+                lab["status"],
+                (lab["created"] or "-")[:16].replace("T", " "),
+                str(lab["resources"]),
+                f"{lab['hourly_usd']:.4f}",
+                "-" if so_far is None else f"~{so_far:.2f}",
+                ", ".join(lab["found_in"]),
+            )
+        console.print(table)
+        hourly = sum(lab["hourly_usd"] for lab in doc["labs"])
+        console.print(
+            f"{len(doc['labs'])} lab(s), about ${hourly:.4f}/hour in all", highlight=False
+        )
+    if doc.get("prices"):
+        console.print(_escape(doc["prices"]["label"]), highlight=False)
+        console.print(_escape(doc["estimate"]), highlight=False)
+    for problem in doc.get("problems", []):
+        console.print(f"[bold red]Error: {_escape(problem)}[/]", highlight=False)
+
+
+def run_line(result: RunResult) -> str:
+    """One run in a line: `apply done (2 complete, 15 nochange)` or the first failure."""
+    counts: dict[str, int] = {}
+    for res in result.results.values():
+        counts[str(res.status)] = counts.get(str(res.status), 0) + 1
+    line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    failed = result.failed
+    if failed:
+        res = failed[0]
+        return f"{result.action} failed ({line}): step {res.step}: {res.error or res.reason}"
+    return f"{result.action} done ({line})"
+
+
+def down_line(done) -> str:
+    """`down` of one lab in a line (lab.Down)."""
+    if done.walk is None:
+        return done.note
+    line = run_line(done.walk)
+    found = done.leftovers
+    if found is not None and found.remaining:
+        line += f"; {len(found.remaining)} resource(s) remain, about ${found.hourly:.4f}/hour"
+    elif found is not None and found.problems:
+        line += f"; {found.problems[0]}"
+    else:
+        line += "; nothing of it remains"
+    return line
+
+
+def print_outcome(console: Console, outcome) -> None:
+    """One lab of `--labs` as it finishes (fleet.Outcome)."""
+    mark = "[green]✓[/]" if outcome.ok else "[bold red]✗[/]"
+    console.print(f"{mark} {outcome.lab}: {_escape(outcome.summary)}", highlight=False)
 
 
 def print_at_risk(console: Console, lab: str, lost: list[str]) -> None:

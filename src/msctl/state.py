@@ -1,4 +1,4 @@
-"""StateStore: the lab's state file.
+"""StateStore: the lab's state file (this module: the local backend; ``state_s3``: S3).
 
 The state file is a *cache* of resource ids and step outputs, never the only
 record of what exists (every resource is also tagged).  It is:
@@ -10,6 +10,10 @@ record of what exists (every resource is also tagged).  It is:
   time; the kernel drops the lock when the holder dies, even on SIGKILL;
 - thread-safe, since steps run in parallel threads;
 - free of secrets: keys that look like secrets are refused (see :func:`check_no_secrets`).
+
+:func:`open_store` picks the backend from a location: a directory or ``s3://bucket/prefix``.
+Both share the document format and every method below; a backend overrides only the
+storage hooks (``_fetch``, ``_store``, ``_remove``, ``_acquire``, ``_release``...).
 
 Body layout::
 
@@ -39,6 +43,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .state_checks import (  # re-exported: the state API is msctl.state
+    StateCorrupt,
+    StateError,
+    StateLocked,
+    check_lab_name,
+    check_no_secrets,
+    check_state_dir,
+    prepare_state_dir,
+)
+
+__all__ = [
+    "StateCorrupt",
+    "StateError",
+    "StateLocked",
+    "StateStore",
+    "check_lab_name",
+    "check_no_secrets",
+    "check_state_dir",
+    "open_store",
+    "prepare_state_dir",
+]
+
 SCHEMA_VERSION = 1
 MAX_STATE_BYTES = 16 * 1024 * 1024  # a lab's state is a few KB: never read a huge file whole
 
@@ -47,79 +73,20 @@ REBUILD_HINT = (
     "from the lab's tags"
 )
 
-_SECRET_MARKERS = ("password", "secret_value", "secretstring", "private_key", "token")
-# Compared after lowercasing and dropping "_" / "-", so the boto3 spellings
-# (ClientToken, CallerReference) pass as well as the snake_case ones.
-_SECRET_ALLOWED = frozenset({"clienttoken", "callerreference"})
 
+def open_store(location: str | Path, lab: str, *, client: Any = None) -> StateStore:
+    """The lab's state at ``location``: a directory (the local backend) or
+    ``s3://bucket/prefix`` (``client``: the boto3 S3 client to use; default: the standard
+    credential chain)."""
+    if isinstance(location, str) and location.startswith("s3://"):
+        from .state_s3 import S3StateStore
 
-class StateError(Exception):
-    """A user-facing state problem; ``str(e)`` is a complete one-line message."""
-
-
-class StateLocked(StateError):
-    """Another msctl process holds the lab's lock."""
-
-
-class StateCorrupt(StateError):
-    """The state file is unreadable, truncated, fails its checksum or has an unknown schema."""
-
-
-def check_no_secrets(value: Any, where: str) -> None:
-    """Raise ValueError if any key, at any depth, looks like it holds a secret.
-
-    A key is refused when its lowercase name contains one of ``_SECRET_MARKERS``,
-    unless it ends in ``arn`` (a secret's ARN is fine) or is an idempotency
-    token name (``client_token`` / ``caller_reference``).
-    """
-    stack: list[tuple[str, Any]] = [(where, value)]
-    while stack:
-        path, item = stack.pop()
-        if isinstance(item, dict):
-            for key, child in item.items():
-                name = str(key).lower()
-                child_path = f"{path}.{key}"
-                if (
-                    any(marker in name for marker in _SECRET_MARKERS)
-                    and not name.endswith("arn")
-                    and name.replace("_", "").replace("-", "") not in _SECRET_ALLOWED
-                ):
-                    raise ValueError(
-                        f"refusing to store '{child_path}' in the state file: "
-                        f"key '{key}' looks like a secret; store its ARN instead"
-                    )
-                stack.append((child_path, child))
-        elif isinstance(item, list | tuple):
-            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
-
-
-def check_state_dir(path: Path) -> None:
-    """A StateError unless ``path`` is a directory or doesn't exist yet."""
-    if path.is_dir() or not os.path.lexists(path):
-        return
-    if not path.exists():  # a symbolic link to nothing
+        return S3StateStore.from_url(location, lab, client)
+    if isinstance(location, str) and "://" in location:
         raise StateError(
-            f"state directory {path} is a symbolic link to {os.readlink(path)}, which does "
-            "not exist; create that directory or pass another --state-dir"
+            f"state location {location!r}: unknown scheme; use a directory or s3://BUCKET/PREFIX"
         )
-    raise StateError(
-        f"state directory {path} is not a directory; move it away or pass another --state-dir"
-    )
-
-
-def prepare_state_dir(path: Path) -> None:
-    """Create the state directory (0700) unless it exists; a one-line StateError for one
-    that can't be used (a file, a dangling symbolic link, no permission to write in it)."""
-    path = Path(path)
-    check_state_dir(path)
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise StateError(f"cannot create state directory {path}: {e.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise StateError(
-            f"cannot write in state directory {path}: permission denied; pass another --state-dir"
-        )
+    return StateStore(Path(location), lab)
 
 
 def _now() -> str:
@@ -129,6 +96,12 @@ def _now() -> str:
 def _checksum(body: dict) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def encode(body: dict) -> bytes:
+    """The stored document: the same bytes on every backend."""
+    doc = {"schema": SCHEMA_VERSION, "checksum": _checksum(body), "body": body}
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _empty_body() -> dict:
@@ -151,18 +124,21 @@ class StateStore:
     """The state of one lab: ``state_dir/<lab>.json`` guarded by ``state_dir/<lab>.lock``."""
 
     def __init__(self, state_dir: Path, lab: str):
-        if not lab or "/" in lab or "\0" in lab or lab.startswith("."):
-            raise ValueError(f"invalid lab name for a state file: {lab!r}")
+        check_lab_name(lab)
         self.state_dir = Path(state_dir)
         self.lab = lab
+        self.location = str(self.state_dir)
         self.path = self.state_dir / f"{lab}.json"
         self.lock_path = self.state_dir / f"{lab}.lock"
+        self._init_common()
+
+    def _init_common(self) -> None:
         self._rlock = threading.RLock()
         self._body: dict | None = None
         # process lock bookkeeping (locked() is re-entrant per StateStore)
-        self._flock_guard = threading.Lock()
-        self._flock_fd: int | None = None
-        self._flock_depth = 0
+        self._lock_guard = threading.Lock()
+        self._lock_handle: Any = None
+        self._lock_depth = 0
 
     # ------------------------------------------------------------------ lock
 
@@ -173,18 +149,18 @@ class StateStore:
         Fails at once with :class:`StateLocked` if another process holds it.
         Re-entrant within one StateStore (nested use does not re-lock).
         """
-        with self._flock_guard:
-            if self._flock_fd is None:
-                self._flock_fd = self._acquire(command)
-            self._flock_depth += 1
+        with self._lock_guard:
+            if self._lock_handle is None:
+                self._lock_handle = self._acquire(command)
+            self._lock_depth += 1
         try:
             yield
         finally:
-            with self._flock_guard:
-                self._flock_depth -= 1
-                if self._flock_depth == 0:
-                    fd, self._flock_fd = self._flock_fd, None
-                    self._release(fd)
+            with self._lock_guard:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    handle, self._lock_handle = self._lock_handle, None
+                    self._release(handle)
 
     def _acquire(self, command: str) -> int:
         self._ensure_dir()
@@ -252,18 +228,24 @@ class StateStore:
         """(Re)read the state file. A missing file is an empty state."""
         with self._rlock:
             self._body = None
-            check_state_dir(self.state_dir)
-            try:
-                with open(self.path, "rb") as fh:
-                    raw = fh.read(MAX_STATE_BYTES + 1)
-            except FileNotFoundError:
+            raw = self._fetch(MAX_STATE_BYTES + 1)
+            if raw is None:
                 self._body = _empty_body()
                 return
-            except OSError as e:
-                raise StateError(f"cannot read state file {self.path}: {e.strerror}") from e
             if len(raw) > MAX_STATE_BYTES:
                 raise self._corrupt(f"more than {MAX_STATE_BYTES} bytes")
             self._body = self._parse(raw)
+
+    def _fetch(self, limit: int) -> bytes | None:
+        """At most ``limit`` bytes of the stored document; None when there is none."""
+        check_state_dir(self.state_dir)
+        try:
+            with open(self.path, "rb") as fh:
+                return fh.read(limit)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StateError(f"cannot read state file {self.path}: {e.strerror}") from e
 
     def _corrupt(self, problem: str) -> StateCorrupt:
         return StateCorrupt(f"state file {self.path} is corrupt ({problem}); {REBUILD_HINT}")
@@ -309,8 +291,9 @@ class StateStore:
         return self._body
 
     def _write(self, body: dict) -> None:
-        doc = {"schema": SCHEMA_VERSION, "checksum": _checksum(body), "body": body}
-        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        self._store(encode(body))
+
+    def _store(self, data: bytes) -> None:
         self._ensure_dir()
         tmp: str | None = None
         try:
@@ -473,12 +456,58 @@ class StateStore:
     def delete(self) -> None:
         """Remove the state file (after a complete ``down``)."""
         with self._rlock:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                raise StateError(f"cannot remove state file {self.path}: {e.strerror}") from e
-            else:
-                _fsync_dir(self.state_dir)
+            self._remove()
             self._body = _empty_body()
+
+    def _remove(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StateError(f"cannot remove state file {self.path}: {e.strerror}") from e
+        else:
+            _fsync_dir(self.state_dir)
+
+    def replace(self, body: dict) -> None:
+        """Make ``body`` (another store's snapshot) this lab's whole state: push and pull."""
+        check_no_secrets(body.get("meta", {}), "meta")
+        for name, step in body.get("steps", {}).items():
+            check_no_secrets(step.get("outputs", {}), f"{name}.outputs")
+            check_no_secrets(step.get("resources", {}), f"{name}.resources")
+        new = copy.deepcopy(body)
+
+        def change(current: dict) -> None:
+            current.clear()
+            current.update(new)
+
+        self._mutate(change)
+
+    def move_aside(self) -> str | None:
+        """Rename the state file to ``<name>.bak-<UTC time>`` (never deleted): where it went,
+        or None when there was none."""
+        with self._rlock:
+            self._body = None
+            if not self.path.exists():
+                return None
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+            backup = self.path.with_name(f"{self.path.name}.bak-{stamp}")
+            n = 1
+            while backup.exists():
+                n += 1
+                backup = self.path.with_name(f"{self.path.name}.bak-{stamp}-{n}")
+            try:
+                os.replace(self.path, backup)
+            except OSError as e:
+                raise StateError(
+                    f"cannot move the state file {self.path} aside: {e.strerror}"
+                ) from None
+            return str(backup)
+
+    def unlock(self, lock_id: str) -> dict:
+        """Only remote locks can outlive their holder: the kernel drops this one with it."""
+        raise StateError(
+            f"the state of lab '{self.lab}' is in the directory {self.state_dir}, whose lock is "
+            "released by the system when its holder ends: there is no lock to remove (pass "
+            "--state s3://BUCKET/PREFIX for a lab kept in S3)"
+        )

@@ -64,7 +64,7 @@ def test_yaml_syntax_error_names_the_line(runner, tmp_path):
 
 def test_unknown_key_names_path_and_line(runner, config_file):
     text = config_file.read_text().replace(
-        "  nat_gateway: microservices-nat", "  nat_gateway: microservices-nat\n  nat_gatway: typo"
+        "  cidr: 10.0.0.0/16", "  cidr: 10.0.0.0/16\n  nat_gatway: typo"
     )
     config_file.write_text(text)
     result = runner.invoke(main, ["plan", "-c", str(config_file)])

@@ -15,7 +15,7 @@ import pytest
 from botocore.retries.standard import ExponentialBackoff
 
 from msctl.aws import retry
-from msctl.config import load_config
+from msctl.config import LabConfig, load_config
 from msctl.engine.model import Status
 from tests.support.inventory import inventory
 from tests.support.strict import Faults, StrictAws
@@ -52,9 +52,11 @@ def strict(request, monkeypatch):
 
 
 def other_lab(tmp_path, strict) -> Lab:
-    """Lab `other`, from the same config: every name it wants is lab microservices's."""
-    config = load_config(ROOT / "config" / "lab.yaml", ["lab=other"])
-    return strict(Lab(config, tmp_path / "other"))
+    """Lab `other`, from a config that spells out every name of lab microservices (names
+    derive from the lab's name only when the config doesn't give them)."""
+    seed = load_config(ROOT / "config" / "lab.yaml")
+    spelled = {**seed.model_dump(by_alias=True), "lab": "other", "base_dir": seed.base_dir}
+    return strict(Lab(LabConfig.model_validate(spelled), tmp_path / "other"))
 
 
 def failures(result) -> dict[str, str]:

@@ -107,8 +107,8 @@ def test_overlapping_subnets(tmp_path):
 
 def test_two_azs_required(tmp_path):
     text = LAB.replace(
-        "{name: microservices-public-2, cidr: 10.0.2.0/24, az: us-east-1b}",
-        "{name: microservices-public-2, cidr: 10.0.2.0/24, az: us-east-1a}",
+        "{cidr: 10.0.2.0/24, az: us-east-1b}",
+        "{cidr: 10.0.2.0/24, az: us-east-1a}",
     )
     assert any(
         "vpc.public_subnets: the two subnets must be in two different AZs" in m
@@ -123,7 +123,7 @@ def test_invalid_port(tmp_path):
 
 
 def test_security_group_reference_must_exist(tmp_path):
-    text = LAB.replace("from_group: microservices-ecs-sg", "from_group: microservices-ec2-sg")
+    text = LAB.replace("from_group: ecs,", "from_group: microservices-ec2-sg,")
     (msg,) = problems(tmp_path, text)
     assert msg.endswith(
         "sg.groups[2].ingress[0].from_group: no security group named 'microservices-ec2-sg' in sg.groups"
@@ -133,7 +133,7 @@ def test_security_group_reference_must_exist(tmp_path):
 def test_rule_needs_exactly_one_source(tmp_path):
     text = LAB.replace(
         "{port: 80, from_cidr: 0.0.0.0/0,",
-        "{port: 80, from_cidr: 0.0.0.0/0, from_group: microservices-alb-sg,",
+        "{port: 80, from_cidr: 0.0.0.0/0, from_group: alb,",
     )
     (msg,) = problems(tmp_path, text)
     assert "sg.groups[0].ingress[0]: set exactly one of from_cidr or from_group" in msg
@@ -146,12 +146,12 @@ WORLD = "internet: allow it from a group (from_group) or a narrower range"
     "rule, location, opens",
     [
         (
-            "{port: 5432, from_group: microservices-ecs-sg,",
+            "{port: 5432, from_group: ecs,",
             "sg.groups[2].ingress[0].from_cidr: port 5432 from 0.0.0.0/0",
             "the database's group (rds.security_group)",
         ),
         (
-            "{port: 8080, from_group: microservices-alb-sg,",
+            "{port: 8080, from_group: alb,",
             "sg.groups[1].ingress[1].from_cidr: port 8080 from 0.0.0.0/0",
             "the ECS tasks' group (ecs.security_group)",
         ),
@@ -182,11 +182,11 @@ def test_only_the_web_ports_open_to_the_world(tmp_path):
 
 
 def test_every_function_has_its_own_role(tmp_path):
-    text = LAB.replace("    authorizer: microservices-lambda-authorizer-role\n", "")
-    (msg,) = problems(tmp_path, text)
+    text = LAB.replace("    authorizer: {source: lab/functions/authorizer}\n", "")
+    (msg,) = problems(tmp_path, text, ["iam.lambda_roles.authorizer=x-role"])
     assert msg.endswith(
         "iam.lambda_roles: must name a role for each function in lambda.functions "
-        "(auth, authorizer, notifications, users)"
+        "(auth, notifications, users)"
     )
     (msg,) = problems(tmp_path, overrides=["iam.task_role=microservices-lambda-users-role"])
     assert msg.endswith(
@@ -312,3 +312,136 @@ def test_a_huge_config_is_refused_without_reading_it_whole(tmp_path):
     fits = tmp_path / "fits.yaml"
     fits.write_bytes(LAB.encode() + b"#" * (MAX_CONFIG_BYTES - len(LAB.encode()) - 1) + b"\n")
     assert load_config(fits).lab == "microservices"
+
+
+# ---------------------------------------------------------------- names from the lab's name
+
+# Every name today's seed lab has, as config/lab.yaml spelled them out before they derived
+# from `lab`.
+SEED_NAMES = {
+    "vpc.name": "microservices-vpc",
+    "vpc.internet_gateway": "microservices-igw",
+    "vpc.nat_gateway": "microservices-nat",
+    "vpc.public_route_table": "microservices-public-rt",
+    "vpc.private_route_table": "microservices-private-rt",
+    "vpc.public_subnets[0].name": "microservices-public-1",
+    "vpc.public_subnets[1].name": "microservices-public-2",
+    "vpc.private_subnets[0].name": "microservices-private-1",
+    "vpc.private_subnets[1].name": "microservices-private-2",
+    "sg.groups[0].name": "microservices-alb-sg",
+    "sg.groups[1].name": "microservices-ecs-sg",
+    "sg.groups[2].name": "microservices-rds-sg",
+    "dynamodb.tables[0].name": "microservices-users",
+    "dynamodb.tables[1].name": "microservices-sessions",
+    "rds.subnet_group": "microservices-db-subnet-group",
+    "rds.identifier": "microservices-db",
+    "rds.parameter_group": "microservices-db-params",
+    "s3.bucket_prefix": "microservices-static",
+    "iam.lambda_roles.auth": "microservices-lambda-auth-role",
+    "iam.lambda_roles.users": "microservices-lambda-users-role",
+    "iam.lambda_roles.notifications": "microservices-lambda-notifications-role",
+    "iam.lambda_roles.authorizer": "microservices-lambda-authorizer-role",
+    "iam.task_execution_role": "microservices-ecs-task-execution-role",
+    "iam.task_role": "microservices-ecs-task-role",
+    "lambda.functions.auth.name": "microservices-auth",
+    "lambda.functions.users.name": "microservices-users",
+    "lambda.functions.notifications.name": "microservices-notifications",
+    "lambda.functions.authorizer.name": "microservices-authorizer",
+    "ecr.repositories.products": "microservices/products",
+    "ecr.repositories.orders": "microservices/orders",
+    "alb.name": "microservices-alb",
+    "alb.target_groups.products.name": "microservices-products-tg",
+    "alb.target_groups.orders.name": "microservices-orders-tg",
+    "ecs.cluster": "microservices-cluster",
+    "ecs.services.products.family": "microservices-products",
+    "ecs.services.products.service": "microservices-products-service",
+    "ecs.services.products.log_group": "/ecs/microservices-products",
+    "ecs.services.orders.family": "microservices-orders",
+    "ecs.services.orders.service": "microservices-orders-service",
+    "ecs.services.orders.log_group": "/ecs/microservices-orders",
+    "apigw.name": "microservices-api",
+    "apigw.access_log_group": "/aws/apigateway/microservices-api",
+    "cloudwatch.dashboard": "microservices-dashboard",
+    "xray.group": "microservices",
+}
+
+
+def test_the_seed_lab_derives_exactly_the_seeds_names():
+    from msctl.config.names import resource_names
+
+    config = load_config(ROOT / "config" / "lab.yaml")
+    assert resource_names(config) == SEED_NAMES
+    # ...and the references between them
+    assert config.rds.security_group == "microservices-rds-sg"
+    assert config.alb.security_group == "microservices-alb-sg"
+    assert config.ecs.security_group == "microservices-ecs-sg"
+    rules = {g.name: [r.from_group for r in g.ingress] for g in config.sg.groups}
+    assert rules["microservices-ecs-sg"] == ["microservices-alb-sg"] * 2
+    assert rules["microservices-rds-sg"] == ["microservices-ecs-sg"]
+    assert config.cloudfront.comment == "microservices lab"
+
+
+def test_another_lab_name_gives_a_complete_independent_lab():
+    from msctl.config.names import resource_names
+
+    alice = resource_names(load_config(ROOT / "config" / "lab.yaml", ["lab=alice"]))
+    bob = resource_names(load_config(ROOT / "config" / "lab.yaml", ["lab=bob"]))
+    assert set(alice) == set(bob) == set(SEED_NAMES)
+    assert not set(alice.values()) & set(bob.values())
+    assert not set(alice.values()) & set(SEED_NAMES.values())
+    assert all("alice" in name for name in alice.values()), alice
+    assert alice["ecr.repositories.products"] == "alice/products"
+    assert alice["ecs.services.products.log_group"] == "/ecs/alice-products"
+    assert alice["apigw.access_log_group"] == "/aws/apigateway/alice-api"
+    assert alice["lambda.functions.auth.name"] == "alice-auth"
+
+
+def test_an_explicit_name_wins(tmp_path):
+    text = LAB.replace("  cidr: 10.0.0.0/16", "  name: shared-vpc\n  cidr: 10.0.0.0/16")
+    text = text.replace("    - key: rds\n", "    - key: rds\n      name: db-firewall\n")
+    config = load_config(write(tmp_path, text), ["lab=alice", "rds.identifier=my-db"])
+    assert config.vpc.name == "shared-vpc" and config.vpc.internet_gateway == "alice-igw"
+    assert config.rds.identifier == "my-db" and config.rds.subnet_group == "alice-db-subnet-group"
+    assert config.rds.security_group == "db-firewall"  # the group of key rds, by its name
+    assert config.sg.groups[0].name == "alice-alb-sg"
+
+
+def test_long_lab_names_keep_within_the_load_balancer_limit_and_apart():
+    one = load_config(ROOT / "config" / "lab.yaml", ["lab=" + "a" * 26 + "-one"])
+    two = load_config(ROOT / "config" / "lab.yaml", ["lab=" + "a" * 26 + "-two"])
+    for config in (one, two):
+        names = [config.alb.name, *(g.name for g in config.alb.target_groups.values())]
+        assert all(len(n) <= 32 and not n.endswith("-") for n in names), names
+        assert config.xray.group == config.lab
+    assert one.alb.target_groups["products"].name != two.alb.target_groups["products"].name
+    assert one.alb.name != two.alb.name
+
+
+def test_an_invalid_lab_name_is_the_only_problem(tmp_path):
+    assert problems(tmp_path, overrides=["lab=Bad_Lab"]) == [
+        "--set lab: lab: 'Bad_Lab' is not a valid name (must match ^[a-z][a-z0-9-]*$)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "location"),
+    [
+        ("local", None),
+        ("{backend: local}", None),
+        ("s3://class-labs/msctl", "s3://class-labs/msctl"),
+        ("{backend: s3, url: 's3://class-labs/msctl/'}", "s3://class-labs/msctl"),
+    ],
+)
+def test_the_state_section(tmp_path, value, location):
+    config = load_config(write(tmp_path, LAB), [f"state={value}"])
+    assert config.state.location == location
+
+
+def test_a_bad_state_section_is_refused(tmp_path):
+    (msg,) = problems(tmp_path, overrides=["state=s3://NO/x"])
+    assert msg.startswith("--set state: state.url: 's3://NO/x' is not a valid name"), msg
+    (msg,) = problems(tmp_path, overrides=["state={backend: s3}"])
+    assert "state: Value error, the s3 backend needs url: s3://bucket/prefix" in msg, msg
+    (msg,) = problems(tmp_path, overrides=["state=nfs"])
+    assert msg == "--set state: state.backend: Input should be 'local' or 's3' (got 'nfs')"
+    assert load_config(ROOT / "config" / "lab.yaml").state.location is None

@@ -288,6 +288,31 @@ def test_corrupt_file_is_refused_and_left_alone(tmp_path, kind):
     assert sorted(p.name for p in store.state_dir.iterdir()) == [f"{LAB}.json"]
 
 
+def test_move_aside_keeps_the_old_file(tmp_path):
+    store = populated(tmp_path)
+    before = store.path.read_bytes()
+    first, second = store.move_aside(), store.move_aside()
+    assert first.startswith(f"{store.path}.bak-") and second is None
+    assert Path(first).read_bytes() == before
+    assert not store.exists() and store.steps() == []
+    store.set_meta(target="local")
+    assert store.move_aside() != first, "a second backup never replaces the first"
+    assert Path(first).read_bytes() == before
+
+
+def test_replace_takes_a_whole_state(tmp_path):
+    source = populated(tmp_path / "a")
+    target = populated(tmp_path / "b")
+    target.set_outputs("sg", {"alb": "sg-1"})
+    target.replace(source.snapshot())
+    assert target.path.read_bytes() == source.path.read_bytes()
+    with pytest.raises(ValueError, match="looks like a secret"):
+        target.replace(
+            {"meta": {}, "steps": {"rds": {"outputs": {"password": "x"}}}, "journal": []}
+        )
+    assert target.path.read_bytes() == source.path.read_bytes()
+
+
 def test_state_errors_are_state_errors():
     assert issubclass(StateLocked, StateError)
     assert issubclass(StateCorrupt, StateError)

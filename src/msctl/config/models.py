@@ -6,7 +6,9 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from . import names
 
 
 def _name(pattern: str, max_length: int, what: str):
@@ -32,6 +34,8 @@ EcsName = _name(r"^[A-Za-z0-9_-]+$", 255, "letters, digits, - and _")
 LogGroup = _name(r"^[.\-_/#A-Za-z0-9]+$", 512, "log group characters")
 StageName = _name(r"^[A-Za-z0-9_]+$", 128, "letters, digits and _")
 BucketPrefix = _name(r"^[a-z0-9][a-z0-9-]*$", 54, "lowercase bucket characters")
+# A short key a list entry names itself by (<lab>-<key>-sg, <lab>-<key>).
+ShortKey = _name(r"^[a-z][a-z0-9-]*$", 32, "lowercase letters, digits and hyphens")
 Port = Annotated[int, Field(ge=1, le=65535)]
 RetentionDays = Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653]
 
@@ -71,6 +75,7 @@ class IngressRule(Model):
 
 
 class SecurityGroupConfig(Model):
+    key: ShortKey | None = None  # the name is <lab>-<key>-sg unless given
     name: Ec2Name
     description: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     ingress: list[IngressRule] = []
@@ -81,6 +86,7 @@ class SgConfig(Model):
 
 
 class TableConfig(Model):
+    key: ShortKey | None = None  # the name is <lab>-<key> unless given
     name: TableName
     partition_key: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     ttl_attribute: str | None = None
@@ -225,6 +231,35 @@ class XrayConfig(Model):
     sampling_rate: Annotated[float, Field(ge=0, le=1)]
 
 
+S3_STATE = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"
+
+
+class StateConfig(Model):
+    """Where the lab's state lives: `local` (the state dir, .msctl/ by default) or an S3
+    bucket and prefix shared by a team (written as `s3://bucket/prefix`)."""
+
+    backend: Literal["local", "s3"] = "local"
+    url: Annotated[str, StringConstraints(pattern=S3_STATE, max_length=1024)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data):
+        if isinstance(data, str):
+            return {"backend": "s3", "url": data} if data.startswith("s3://") else {"backend": data}
+        return data
+
+    @model_validator(mode="after")
+    def _url_for_s3(self):
+        if (self.backend == "s3") != (self.url is not None):
+            raise ValueError("the s3 backend needs url: s3://bucket/prefix; local takes none")
+        return self
+
+    @property
+    def location(self) -> str | None:
+        """The S3 URL, or None for the local state dir."""
+        return self.url.rstrip("/") if self.url else None
+
+
 class LabConfig(Model):
     lab: LabName
     region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
@@ -244,12 +279,18 @@ class LabConfig(Model):
     route53: Route53Config
     cloudwatch: CloudWatchConfig
     xray: XrayConfig
+    state: StateConfig = StateConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     # The directory the config file lives in; relative source paths resolve against its parent
     # project (config/lab.yaml -> project root) so msctl runs from anywhere.
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_names(cls, data):
+        return names.fill(data) if isinstance(data, dict) else data
 
     def path(self, relative: Path) -> Path:
         return relative if relative.is_absolute() else (self.base_dir / relative).resolve()

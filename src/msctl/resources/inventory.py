@@ -36,14 +36,15 @@ class Inventory:
 
 def owned(
     ctx: Context,
-    lab: str,
+    lab: str | None,
     *,
     step: str | None = None,
     kinds: list[Kind] | None = None,
     unknown: bool = False,
 ) -> Inventory:
     """The live resources tagged for the lab (and `step`), of these kinds (default: all);
-    with `unknown`, also what the tagging API lists whose type msctl doesn't know."""
+    with `unknown`, also what the tagging API lists whose type msctl doesn't know. Lab None:
+    those of every msctl lab (`msctl labs`; the tags say whose each is)."""
     kinds = list(kinds if kinds is not None else KINDS.values())
     wanted = {k.name for k in kinds}
     inventory = Inventory()
@@ -52,7 +53,7 @@ def owned(
 
     for kind in (k for k in kinds if k.scanned):
         try:
-            for item in kind.owned(ctx, lab, step):
+            for item in kind.owned(ctx, lab, step) if lab else _any_lab(ctx, kind, step):
                 if item.live is not None:
                     found.setdefault((item.kind, item.id), item)
         except Exception as exc:
@@ -81,7 +82,7 @@ def owned(
                 f"could not list tagged resources in {region}: {describe(exc)[0]}"
             )
 
-    for name in [step] if step else ctx.state.steps():
+    for name in ([step] if step else ctx.state.steps()) if lab else ():
         for key, entry in ctx.state.resources(name).items():
             kind = KINDS.get(key.split(":", 1)[0])
             if kind is not None and kind.name in wanted and entry.get("id"):
@@ -98,7 +99,7 @@ def owned(
             item.note = f"could not check it: {describe(exc)[0]}"
             found[(kind.name, item.id)] = item
             continue
-        if live is None or owner(tags) != lab or (step and tags.get(STEP) != step):
+        if live is None or not _belongs(tags, lab) or (step and tags.get(STEP) != step):
             continue
         read = kind.item(live, tags, region=item.region or kind.region or ctx.clients.region)
         found.setdefault((read.kind, read.id), read)
@@ -112,15 +113,38 @@ def owned(
     return inventory
 
 
-def _tagged(ctx: Context, region: str, lab: str, step: str | None):
+def _belongs(tags: dict[str, str], lab: str | None) -> bool:
+    return owner(tags) is not None if lab is None else owner(tags) == lab
+
+
+def _any_lab(ctx: Context, kind: Kind, step: str | None) -> list[Item]:
+    """Every resource of a scanned kind tagged for any msctl lab."""
+    client = kind.client(ctx)
+    if kind.service == "ec2":  # their scan filters by one lab's tag: any value of it here
+        found = getattr(client, kind.describe_call)(Filters=[{"Name": "tag-key", "Values": [LAB]}])
+        resources = found[kind.list_key]
+    else:
+        resources = kind.scan(client, "")
+    items = []
+    for resource in resources:
+        tags = kind.tags(client, resource)
+        if owner(tags) is None or (step and tags.get(STEP) != step):
+            continue
+        item = kind.item(resource, tags, region=kind.region or ctx.clients.region)
+        item.live = resource if kind.alive(resource) else None
+        items.append(item)
+    return items
+
+
+def _tagged(ctx: Context, region: str, lab: str | None, step: str | None):
     """(ARN, tags) of everything the tagging API lists with the lab's (and step's) tags."""
     tagging = ctx.clients.get("resourcegroupstaggingapi", region=region)
-    filters = [{"Key": LAB, "Values": [lab]}]
+    filters = [{"Key": LAB, "Values": [lab]} if lab else {"Key": LAB}]
     if step:
         filters.append({"Key": STEP, "Values": [step]})
     paginator = tagging.get_paginator("get_resources")
     for page in paginator.paginate(TagFilters=filters, ResourcesPerPage=TAGGING_PAGE):
         for mapping in page.get("ResourceTagMappingList", []):
             tags = as_dict(mapping.get("Tags"))
-            if tags.get(LAB) == lab and (not step or tags.get(STEP) == step):
+            if _belongs(tags, lab) and (not step or tags.get(STEP) == step):
                 yield mapping["ResourceARN"], tags
