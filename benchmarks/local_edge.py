@@ -18,7 +18,7 @@ import json
 import platform
 from pathlib import Path
 
-from msctl.apitest import run_load
+from msctl.loadtest import run_load
 from msctl.local import dataplane
 
 

@@ -61,7 +61,7 @@ def test_api(ctx, overrides, output, url, load, requests_, concurrency, load_pat
     """
     import asyncio
 
-    from . import apitest
+    from . import apitest, loadtest
 
     if not load_path.startswith("/"):
         raise UserError(f"--path must start with '/', got {load_path!r}")
@@ -71,7 +71,7 @@ def test_api(ctx, overrides, output, url, load, requests_, concurrency, load_pat
     if load:
         with report.LoadProgress(console, requests_, enabled=output == "table") as progress:
             result = asyncio.run(
-                apitest.run_load(
+                loadtest.run_load(
                     base + load_path, requests_, concurrency, on_progress=progress.advance
                 )
             )
