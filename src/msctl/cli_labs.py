@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from . import fleet, report
-from .cli import (
+from .cli_common import (
     EXIT_FAILED,
     UserError,
     _confirm,

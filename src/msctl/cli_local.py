@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import report
-from .cli import (
+from .cli_common import (
     EXIT_FAILED,
     RunFailed,
     _globals,

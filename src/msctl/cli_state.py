@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import report
-from .cli import (
+from .cli_common import (
     RunFailed,
     UserError,
     _config_path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import report
-from .cli import (
+from .cli_common import (
     EXIT_FAILED,
     UserError,
     _lab,

@@ -141,7 +141,7 @@ def test_down_names_the_data_it_deletes_and_asks(runner, lab, monkeypatch):
     for n in range(3):
         table.put_item(Item={"userId": f"u{n}"})
 
-    monkeypatch.setattr("msctl.cli._interactive", lambda: True)
+    monkeypatch.setattr("msctl.cli_common._interactive", lambda: True)
     declined = runner.invoke(main, ["down"], input="n\n")
     assert declined.exit_code == 2
     assert "table microservices-users: 3 item(s)" in declined.output
@@ -150,7 +150,7 @@ def test_down_names_the_data_it_deletes_and_asks(runner, lab, monkeypatch):
     assert declined.output.strip().splitlines()[-1] == "Error: cancelled; nothing was changed"
     assert table.scan(Select="COUNT")["Count"] == 3
 
-    monkeypatch.setattr("msctl.cli._interactive", lambda: False)
+    monkeypatch.setattr("msctl.cli_common._interactive", lambda: False)
     refused = runner.invoke(main, ["down"])
     assert refused.exit_code == 2
     assert "pass --yes to confirm" in refused.output
