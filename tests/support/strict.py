@@ -20,6 +20,10 @@ between boto3 and moto through botocore's event hooks on one boto3 Session:
   ``InProgress``, a deleted NAT gateway ``deleting`` and a deleted DB instance ``deleting``,
   for a few reads, the way AWS reports them (moto makes every change instantly).
 
+With ``timings`` (opt-in: ``StrictAws(..., timings=Timings.aws(scale=0.5))``) resources also
+report AWS's transitional states for as long as AWS takes, scaled, and the rules those states
+bring (timed.py); every create, ready, delete and gone moment is kept for a timeline.
+
 Every injected fault and every rule hit is counted (``faults``, ``rules``) for the report.
 Decisions come from ``random.Random`` seeded with (seed, fault kind, operation, how many
 times that operation was seen): a run with the same seed and the same call order injects the
@@ -48,6 +52,8 @@ from xml.sax.saxutils import escape
 import boto3
 from botocore.awsrequest import AWSResponse
 from moto.core.models import botocore_stubber
+
+from .timed import TimedStates, Timings
 
 LIVE_NAT = ("pending", "available")
 LIVE_SERVICE = ("ACTIVE", "DRAINING")
@@ -211,6 +217,7 @@ class StrictAws:
         faults: Faults | None = None,
         region: str = "us-east-1",
         credentials: dict[str, str] | None = None,
+        timings: Timings | None = None,
     ):
         self.seed = seed
         self.config = faults or Faults()
@@ -238,6 +245,7 @@ class StrictAws:
         self._cf_cert_before: dict[str, str] = {}  # distribution -> certificate an update removed
         self._installed: list[tuple[Any, str, Callable]] = []
         self._protocols: dict[str, str] = {}  # service id -> wire protocol
+        self.timed = TimedStates(timings, self.inspector) if timings else None
         self.rule_table: dict[tuple[str, str], Callable[[dict], Violation | None]] = {
             ("ec2", "ReleaseAddress"): self.rule_release_address,
             ("ec2", "DetachInternetGateway"): self.rule_detach_internet_gateway,
@@ -279,7 +287,8 @@ class StrictAws:
         self._installed.clear()
 
     def report(self) -> dict:
-        return {"faults": dict(self.faults), "rules": dict(self.rules)}
+        states = dict(self.timed.observed) if self.timed else {}
+        return {"faults": dict(self.faults), "rules": dict(self.rules), "states": states}
 
     # ------------------------------------------------------------------ helpers
 
@@ -340,6 +349,13 @@ class StrictAws:
             if violation is not None:
                 self._count(self.rules, f"{where} {violation.code}", where, violation.message)
                 return self._error(model, violation)
+        early = self.timed.before(service, op, params) if self.timed else None
+        if isinstance(early, tuple):
+            violation = Violation(*early)
+            self._count(self.rules, f"{where} {violation.code}", where, violation.message)
+            return self._error(model, violation)
+        if early is not None:
+            return _ok(early)
 
         fault = self._eventual_fault(service, op, params)
         if fault is not None:
@@ -394,6 +410,8 @@ class StrictAws:
                     self._unassumable[arn] = self._lasting("role_propagation", op)
         self._start_lag(service, op, params, parsed)
         self._show_lag(service, op, params, parsed)
+        if self.timed is not None:
+            self.timed.after(service, op, params, parsed)
 
     # ------------------------------------------------------------------ eventual consistency
 
@@ -546,10 +564,22 @@ class StrictAws:
         return _ok({"DBInstances": [shown]})
 
     def _nat_live(self, nat: dict) -> bool:
-        return nat.get("State") in LIVE_NAT or self._nat_deleting.active(nat["NatGatewayId"])
+        nat_id = nat["NatGatewayId"]
+        return (
+            nat.get("State") in LIVE_NAT
+            or self._nat_deleting.active(nat_id)
+            or self._timed_changing("nat-gateway", nat_id)
+        )
 
     def _db_deleting_instances(self) -> list[dict]:
-        return self._db_deleting.payloads()
+        return self._db_deleting.payloads() + self._timed_going("db-instance")
+
+    def _timed_changing(self, kind: str, ident: str) -> bool:
+        return self.timed is not None and self.timed.changing(kind, ident)
+
+    def _timed_going(self, kind: str) -> list[dict]:
+        """Deleted resources AWS still holds (timed mode): they still count as dependents."""
+        return self.timed.going(kind) if self.timed else []
 
     # ------------------------------------------------------------------ what moto holds
 
@@ -574,7 +604,8 @@ class StrictAws:
         return [eni for eni in described if eni["NetworkInterfaceId"] not in dead]
 
     def _load_balancers(self) -> list[dict]:
-        return self.inspector("elbv2").describe_load_balancers()["LoadBalancers"]
+        described = self.inspector("elbv2").describe_load_balancers()["LoadBalancers"]
+        return described + self._timed_going("load-balancer")
 
     def _db_instances(self) -> list[dict]:
         live = [
@@ -597,7 +628,7 @@ class StrictAws:
                     cluster=cluster, services=arns[first : first + 10]
                 )
                 found += [s for s in described["services"] if s.get("status") in LIVE_SERVICE]
-        return found
+        return found + self._timed_going("ecs-service")
 
     # ------------------------------------------------------------------ the rules
 
@@ -737,7 +768,9 @@ class StrictAws:
             config = self.inspector("cloudfront").get_distribution_config(Id=dist_id)
         except self.inspector("cloudfront").exceptions.NoSuchDistribution:
             return None
-        deploying = self._cf_in_progress.active(dist_id)
+        deploying = self._cf_in_progress.active(dist_id) or self._timed_changing(
+            "distribution", dist_id
+        )
         if config["DistributionConfig"].get("Enabled") or deploying:
             return Violation(
                 "DistributionNotDisabled",
@@ -770,7 +803,11 @@ class StrictAws:
                 users.append(item["Id"])
         with self._lock:
             releasing = [d for d, before in self._cf_cert_before.items() if before == arn]
-        users += [d for d in releasing if self._cf_in_progress.active(d)]
+        users += [
+            d
+            for d in releasing
+            if self._cf_in_progress.active(d) or self._timed_changing("distribution", d)
+        ]
         if users:
             return Violation("ResourceInUseException", f"Certificate {arn} is in use.")
         return None
@@ -785,10 +822,19 @@ class StrictAws:
     def rule_delete_cluster(self, params: dict) -> Violation | None:
         cluster = params.get("cluster", "")
         arns = self.inspector("ecs").list_services(cluster=cluster)["serviceArns"]
-        if not arns:
+        draining = [
+            s
+            for s in self._timed_going("ecs-service")
+            if cluster in (s.get("clusterArn"), s.get("clusterArn", "").rsplit("/", 1)[-1])
+        ]
+        if not arns and not draining:
             return None
-        described = self.inspector("ecs").describe_services(cluster=cluster, services=arns[:10])
-        if any(s.get("status") in LIVE_SERVICE for s in described["services"]):
+        described = (
+            self.inspector("ecs").describe_services(cluster=cluster, services=arns[:10])
+            if arns
+            else {"services": []}
+        )
+        if draining or any(s.get("status") in LIVE_SERVICE for s in described["services"]):
             return Violation(
                 "ClusterContainsServicesException",
                 "The Cluster cannot be deleted while Services are active.",
