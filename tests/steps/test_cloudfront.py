@@ -355,3 +355,23 @@ def test_refuses_to_overwrite_a_record_that_is_not_a_cloudfront_alias(domain_lab
     # down leaves it alone too
     lab.run("destroy", ["cloudfront"])
     assert records(zone_id)[(FQDN, "A")]["ResourceRecords"] == [{"Value": "192.0.2.1"}]
+
+
+def test_bucket_policy_and_aliases_are_written_while_the_distribution_deploys(domain_lab):
+    """Its ARN and domain name come with the create: the bucket policy and the alias records
+    don't wait for Deployed; the step still ends only once the distribution is Deployed."""
+    lab = domain_lab
+    existing_zone()
+    lab.run("apply", ["route53", "apigw", "s3"])
+    lab.recorder.calls.clear()
+    lab.run("apply", ["cloudfront"])
+    ops = [op for _, op in lab.recorder.calls]
+    created = ops.index("CreateDistributionWithTags")
+    first_poll = ops.index("GetDistribution", created)
+    assert ops.index("PutBucketPolicy") < first_poll
+    changes = [i for i, op in enumerate(ops) if op == "ChangeResourceRecordSets"]
+    assert len(changes) == 2 and created < min(changes) and max(changes) < first_poll
+    # The last thing the step does is to see it Deployed.
+    assert ops[-1] == "GetDistribution"
+    dist = cloudfront().list_distributions()["DistributionList"]["Items"][0]
+    assert cloudfront().get_distribution(Id=dist["Id"])["Distribution"]["Status"] == "Deployed"

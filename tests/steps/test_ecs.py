@@ -135,8 +135,7 @@ def _spec(**overrides) -> dict:
         image=f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/microservices/products@sha256:{'a' * 64}",
         execution_role_arn=f"arn:aws:iam::{ACCOUNT}:role/microservices-ecs-task-execution-role",
         task_role_arn=f"arn:aws:iam::{ACCOUNT}:role/microservices-ecs-task-role",
-        db_host="microservices-db.abc.us-east-1.rds.amazonaws.com",
-        db_port=5432,
+        db_instance_id="microservices-db",
         db_name="postgres",
         secret_arn=SECRET_ARN,
         log_group="/ecs/microservices-products",
@@ -186,7 +185,7 @@ def test_normalize_ignores_what_aws_adds():
         "memory 512 -> 1024",
         "container products memory",
     ]
-    assert task_definition_diff(described, _spec(db_host="other.host")) == [
+    assert task_definition_diff(described, _spec(db_instance_id="other-db")) == [
         "container products environment"
     ]
     # a revision from before the app read the secret itself (ECS injected it) is replaced
@@ -338,9 +337,10 @@ def test_ecs_is_as_configured_and_holds_no_password(ecs_lab, tmp_path):
         assert app["portMappings"] == [{"containerPort": 8080, "protocol": "tcp"}]
         assert app["memory"] + xray["memory"] <= 512
         env = {e["name"]: e["value"] for e in app["environment"]}
+        # The instance's identifier, never its endpoint: the tasks find it themselves.
+        assert address not in json.dumps(td, default=str)
         assert env == {
-            "DB_HOST": address,
-            "DB_PORT": "5432",
+            "DB_INSTANCE_ID": "microservices-db",
             "DB_NAME": "postgres",
             "DB_SECRET_ARN": db["secret_arn"],
             "DB_SSLMODE": "require",  # RDS serves TLS: never in clear

@@ -162,7 +162,8 @@ def test_iam_plan_before_its_inputs_exist_lists_the_roles(iam_lab):
 
 def expected_grants(iam_lab) -> dict[str, dict[str, set[str]]]:
     """Every action each role may take, on exactly which resources: what the functions'
-    code calls (lab/functions), the services' pulls and logs, the task's secret and X-Ray."""
+    code calls (lab/functions), the services' pulls and logs, the task's DB instance (to find
+    its endpoint), secret and X-Ray."""
     cfg = iam_lab.config
     ctx = iam_lab.ctx
     tables = ctx.outputs_of("dynamodb")["tables"]
@@ -223,6 +224,8 @@ def expected_grants(iam_lab) -> dict[str, dict[str, set[str]]]:
             "xray:GetSamplingRules": {"*"},
             "xray:GetSamplingTargets": {"*"},
             "secretsmanager:GetSecretValue": {ctx.outputs_of("rds")["secret_arn"]},
+            # Exactly the lab's instance: the services look up its endpoint themselves.
+            "rds:DescribeDBInstances": {f"arn:aws:rds:{REGION}:{ACCOUNT}:db:{cfg.rds.identifier}"},
         },
     }
 
@@ -383,8 +386,10 @@ def test_policy_builders_and_normalize():
     assert f"arn:aws-cn:ecr:cn-north-1:{ACCOUNT}:repository/microservices/products" in resources
     assert f"arn:aws-cn:logs:cn-north-1:{ACCOUNT}:log-group:/ecs/x:*" in resources
     secret = "arn:aws-cn:secretsmanager:cn-north-1:1:secret:s"
-    task = task_policy(secret)["Statement"]
+    db = "arn:aws-cn:rds:cn-north-1:1:db:microservices-db"
+    task = task_policy(secret, db)["Statement"]
     assert {a for s in task if s["Resource"] == ["*"] for a in s["Action"]} <= WILDCARD_ACTIONS
     assert [(s["Action"], s["Resource"]) for s in task if s["Resource"] != ["*"]] == [
-        (["secretsmanager:GetSecretValue"], [secret])
+        (["rds:DescribeDBInstances"], [db]),
+        (["secretsmanager:GetSecretValue"], [secret]),
     ]

@@ -5,15 +5,23 @@ backed by the lab's RDS PostgreSQL. Run it with::
 
     gunicorn app:app            # gunicorn.conf.py binds 0.0.0.0:8080
 
-Environment: DB_HOST, DB_PORT (5432), DB_NAME (postgres), and DB_SECRET_ARN (the
-RDS-managed secret holding the user and password; AWS_REGION) or DB_USER and DB_PASSWORD;
-ORIGIN_SECRET_SHA256 (see below); optional DB_SSLMODE (the task definition sets
-``require``), DB_CONNECT_TIMEOUT (3), DB_POOL_MIN (1), DB_POOL_MAX (10), DB_POOL_TIMEOUT (3),
-MAX_BODY_BYTES (65536), LOG_LEVEL (INFO).
+Environment: DB_INSTANCE_ID (the RDS instance: its endpoint is asked of RDS, again until
+RDS reports it, as the instance may still be being created) or DB_HOST and DB_PORT (5432;
+DB_HOST wins), DB_NAME (postgres), and DB_SECRET_ARN (the RDS-managed secret holding the user
+and password; AWS_REGION) or DB_USER and DB_PASSWORD; ORIGIN_SECRET_SHA256 (see below);
+optional DB_SSLMODE (the task definition sets ``require``), DB_CONNECT_TIMEOUT (3),
+DB_POOL_MIN (1), DB_POOL_MAX (10), DB_POOL_TIMEOUT (3), DB_LOCATE_INTERVAL (2: seconds
+between two questions to RDS), MAX_BODY_BYTES (65536), LOG_LEVEL (INFO).
+
+``/health`` is liveness: 200 while the process serves, also before the database is there, so
+ECS and the ALB keep a task that waits for RDS. ``/ready`` is readiness: 200 only once the
+database answers; until then every request that needs it gets a 503. A service configured
+from its environment keeps looking for the database in the background, so it is ready soon
+after RDS is, without waiting for traffic.
 
 Only API Gateway may call the service: it sends the lab's origin secret in ``X-Lab-Origin``,
-and every request but ``/health`` (the ALB's health check) whose header doesn't hash to
-ORIGIN_SECRET_SHA256 gets a 403, so the identity headers below can't be forged by calling
+and every request but ``/health`` and ``/ready`` (health checks) whose header doesn't hash
+to ORIGIN_SECRET_SHA256 gets a 403, so the identity headers below can't be forged by calling
 the ALB, or the service, directly. Without ORIGIN_SECRET_SHA256 every such request is
 refused, unless ORIGIN_CHECK=off says that nothing needs checking (tests only).
 
@@ -34,6 +42,7 @@ import os
 import re
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,7 +73,9 @@ CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 #: pg_advisory_xact_lock key shared by the products and orders services, so
 #: their migrations never run at the same time (ascii "msct").
 MIGRATION_LOCK_KEY = 0x6D736374
-SECRETS_CLIENT = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2})
+AWS_CLIENT = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2})
+WARM_UP_FIRST, WARM_UP_MAX = 1.0, 10.0  # seconds between background attempts (x1.5)
+UNCHECKED = ("health", "ready")  # endpoints the health checks call, without the origin header
 INT32_MAX = 2**31 - 1
 MAX_PRICE = Decimal("99999999.99")  # NUMERIC(10,2)
 CENTS = Decimal("0.01")
@@ -142,7 +153,7 @@ def _configure_logging() -> None:
 
 
 class DatabaseUnavailable(Exception):
-    """The database cannot be reached (or the schema could not be migrated yet)."""
+    """The database cannot be reached, found or migrated yet."""
 
 
 def _env_number(name: str, default: float) -> float:
@@ -166,9 +177,60 @@ def conninfo_from_env() -> str:
         "password": os.environ.get("DB_PASSWORD") or None,
         "sslmode": os.environ.get("DB_SSLMODE") or None,
     }
-    if params["host"] is None:
-        log.warning("DB_HOST is not set; the database will be unreachable")
+    if params["host"] is None and not os.environ.get("DB_INSTANCE_ID"):
+        log.warning("neither DB_HOST nor DB_INSTANCE_ID is set; the database will be unreachable")
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+def locator_from_env() -> Locator | None:
+    """The RDS instance to find, when DB_HOST doesn't say where the database is."""
+    instance = os.environ.get("DB_INSTANCE_ID", "").strip()
+    if os.environ.get("DB_HOST") or not instance:
+        return None
+    return Locator(instance, _env_number("DB_LOCATE_INTERVAL", 2))
+
+
+def describe_instance(instance_id: str) -> tuple[dict[str, str] | None, str]:
+    """({"host", "port"} once RDS reports the instance's endpoint, else None; its status)."""
+    try:
+        client = boto3.session.Session().client(
+            "rds", region_name=os.environ.get("AWS_REGION"), config=AWS_CLIENT
+        )
+        found = client.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"]
+    except (BotoCoreError, ClientError) as exc:
+        return None, f"not described ({exc})"
+    instance = found[0] if found else {}
+    endpoint = instance.get("Endpoint") or {}
+    status = instance.get("DBInstanceStatus", "not found")
+    if not endpoint.get("Address"):  # none while it is being created
+        return None, status
+    return {"host": endpoint["Address"], "port": str(endpoint.get("Port") or 5432)}, status
+
+
+class Locator:
+    """Where the database is: the endpoint RDS reports for the instance (the task role may
+    describe exactly that one). Asked at most once per ``interval`` seconds until RDS has it;
+    an instance keeps its endpoint, so it is never asked again after that."""
+
+    def __init__(self, instance_id: str, interval: float) -> None:
+        self.instance_id = instance_id
+        self.interval = interval
+        self._found: dict[str, str] | None = None
+        self._status = "not asked yet"
+        self._asked = float("-inf")
+        self._lock = threading.Lock()
+
+    def params(self) -> dict[str, str]:
+        """connect() keywords host and port; DatabaseUnavailable until RDS reports them."""
+        with self._lock:
+            if self._found is None and time.monotonic() - self._asked >= self.interval:
+                self._asked = time.monotonic()
+                self._found, self._status = describe_instance(self.instance_id)
+                if self._found:
+                    log.info("DB instance %s is at %s", self.instance_id, self._found["host"])
+            if self._found is None:
+                raise DatabaseUnavailable(f"DB instance {self.instance_id}: {self._status}")
+            return self._found
 
 
 class Login:
@@ -194,7 +256,7 @@ class Login:
     def _read(arn: str) -> dict[str, str]:
         try:  # a client per read: reads are rare, and no client crosses a worker fork
             client = boto3.session.Session().client(
-                "secretsmanager", region_name=os.environ.get("AWS_REGION"), config=SECRETS_CLIENT
+                "secretsmanager", region_name=os.environ.get("AWS_REGION"), config=AWS_CLIENT
             )
             secret = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
             return {"user": secret["username"], "password": secret["password"]}
@@ -231,8 +293,10 @@ class Database:
         pool_max: int,
         pool_timeout: float,
         secret_arn: str | None = None,
+        locator: Locator | None = None,
     ) -> None:
         self.login = Login(secret_arn)
+        self.locator = locator
         self.conninfo = make_conninfo(
             conninfo,
             connect_timeout=max(1, round(connect_timeout)),
@@ -245,10 +309,17 @@ class Database:
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
         self._attempts = 0
+        self._closed = threading.Event()
+
+    def located(self) -> str:
+        """The conninfo with the host and port RDS reports, when a Locator finds them."""
+        return (
+            make_conninfo(self.conninfo, **self.locator.params()) if self.locator else self.conninfo
+        )
 
     def migrate(self) -> None:
         """Create the schema; safe to run from many processes at once."""
-        with LoginConnection.connect(self.conninfo, login=self.login) as conn, conn.transaction():
+        with LoginConnection.connect(self.located(), login=self.login) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             conn.execute(MIGRATION)
             conn.execute(SEED, (*SAMPLE_PRODUCT, SAMPLE_PRODUCT[0]))
@@ -257,11 +328,32 @@ class Database:
     def try_migrate(self) -> bool:
         try:
             self.migrate()
+        except DatabaseUnavailable as exc:
+            log.warning("database not found yet, will retry: %s", exc)
+            return False
         except psycopg.Error as exc:
             log.error("database migration failed, will retry on the next request: %s", exc)
             return False
         log.info("database schema is up to date")
         return True
+
+    def start_warm_up(self) -> None:
+        """Keep trying to find and migrate the database in the background (RDS may still
+        be creating it). Only the schema: the pool opens on the first request, in the
+        process that serves it."""
+
+        def run() -> None:
+            delay = WARM_UP_FIRST
+            while not self._closed.wait(delay):
+                with self._lock:
+                    if self.migrated:
+                        return
+                    self._attempts += 1
+                    if self.try_migrate():
+                        return
+                delay = min(delay * 1.5, WARM_UP_MAX)
+
+        threading.Thread(target=run, name=f"{SERVICE}-warm-up", daemon=True).start()
 
     def ensure_ready(self) -> ConnectionPool:
         pool = self._pool
@@ -281,7 +373,7 @@ class Database:
                 # Opened lazily, so a server that forks after importing the app
                 # (gunicorn --preload) never shares pool threads across processes.
                 pool = ConnectionPool(
-                    self.conninfo,
+                    self.located(),
                     connection_class=LoginConnection,
                     kwargs={"login": self.login},
                     min_size=self.pool_min,
@@ -303,6 +395,7 @@ class Database:
             yield conn
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
@@ -517,8 +610,10 @@ def create_app(
 ) -> Flask:
     """Build the app. ``dsn=None`` reads DB_* from the environment.
 
-    The schema is migrated here; if the database is unreachable the app still
-    starts, /health answers 503 and the migration is retried on each request.
+    The schema is migrated here; if the database is unreachable (or RDS hasn't made it
+    yet) the app still starts: /health answers 200, /ready and the routes that need the
+    database 503, and the migration is retried on each request and, for an app configured
+    from the environment, in the background.
     """
     _configure_logging()
     db = Database(
@@ -528,19 +623,21 @@ def create_app(
         pool_max=pool_max if pool_max is not None else int(_env_number("DB_POOL_MAX", 10)),
         pool_timeout=pool_timeout or _env_number("DB_POOL_TIMEOUT", 3),
         secret_arn=os.environ.get("DB_SECRET_ARN") or None,
+        locator=locator_from_env() if dsn is None else None,
     )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(_env_number("MAX_BODY_BYTES", 64 * 1024))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
     app.extensions["db"] = db
-    db.try_migrate()
+    if not db.try_migrate() and dsn is None:
+        db.start_warm_up()
     check_origin = origin_check()
 
     @app.before_request
     def _start() -> None:
         g.request_id = _incoming_request_id()
-        if request.endpoint != "health":  # the ALB's health check comes without it
+        if request.endpoint not in UNCHECKED:
             check_origin()
 
     @app.after_request
@@ -576,13 +673,20 @@ def create_app(
 
     @app.get("/health")
     def health() -> tuple[Response, int]:
+        """Liveness (the container's and the target group's health checks): the process
+        serves. Never the database: a task waiting for RDS must not be replaced."""
+        return jsonify({"status": "healthy", "service": SERVICE}), 200
+
+    @app.get("/ready")
+    def ready() -> tuple[Response, int]:
+        """Readiness: 200 only once the database answers."""
         try:
             with db.connection() as conn:
                 conn.execute("SELECT 1")
-        except Exception as exc:  # any failure means "not healthy", never a 500
-            log.warning("health check failed: %s: %s", type(exc).__name__, exc)
-            return jsonify({"status": "unhealthy", "service": SERVICE}), 503
-        return jsonify({"status": "healthy", "service": SERVICE}), 200
+        except Exception as exc:  # any failure means "not ready", never a 500
+            log.warning("not ready: %s: %s", type(exc).__name__, exc)
+            return jsonify({"status": "not ready", "service": SERVICE}), 503
+        return jsonify({"status": "ready", "service": SERVICE}), 200
 
     @app.get("/products")
     def list_products() -> Response:

@@ -45,6 +45,16 @@ def select(steps: Mapping[str, Step], only: list[str] | None, action: Action) ->
     return [name for name in steps if name in chosen]
 
 
+def teardown_requires(steps: Mapping[str, Step]) -> dict[str, tuple[str, ...]]:
+    """What each step's resources really need to exist while they do: its `requires` less
+    the steps it only reads outputs from (`reads_only`: a name or an ARN in a policy or a
+    setting). `down` orders on these alone, so independent slow deletions overlap."""
+    return {
+        name: tuple(d for d in step.requires if d not in getattr(step, "reads_only", ()))
+        for name, step in steps.items()
+    }
+
+
 def run(
     ctx: Context,
     steps: Mapping[str, Step],
@@ -56,7 +66,7 @@ def run(
     requires = {name: step.requires for name, step in steps.items()}
     graph.validate(requires)
     names = selected if selected is not None else list(steps)
-    edges = requires if action in FORWARD else graph.transpose(requires)
+    edges = requires if action in FORWARD else graph.transpose(teardown_requires(steps))
     # Only the selected steps take part; edges to unselected ones don't block.
     waits_for = {n: {d for d in edges[n] if d in names} for n in names}
     result = RunResult(action)

@@ -1,11 +1,13 @@
 """Service runner: the lab's ECS services as local processes, as their task definitions say.
 
 For each ECS service in the emulator: the task definition's environment, the database host
-pointing at the local PostgreSQL, AWS settings that reach the emulator (the service reads its
+pointing at the local PostgreSQL (DB_HOST wins over the task definition's DB_INSTANCE_ID: the
+emulator's RDS endpoint is a placeholder), AWS settings that reach the emulator (the service reads its
 DB login from the emulator's Secrets Manager, as the task role would from AWS), and the
 command of the service's image (its Dockerfile CMD), run from the service's source. The
 image the task definition pins must have been built from that source (its tag is the source
-hash), so what runs is what was provisioned.
+hash), so what runs is what was provisioned. A task counts as started once it is ready
+(/ready: its database answers), not merely alive (/health, what the ALB asks).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .environment import safe_environment
 APP_CONTAINER_SKIP = {"xray-daemon"}
 _PER_TASK = ("GUNICORN_BIND", "PORT", "PYTHONUNBUFFERED")  # what _start sets
 HEALTH_TIMEOUT = 60.0
+READY_PATH = "/ready"  # the services' readiness: 200 once their database answers
 # Health checks go straight to loopback, never through a configured HTTP proxy.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -117,7 +120,7 @@ class ServiceRunner:
             for index in range(service.get("desiredCount", 1)):
                 self.tasks.append(self._start(key, index, source, command, env, tg))
         for task in self.tasks:
-            self._wait_healthy(task)
+            self._wait_ready(task)
         return self.tasks
 
     def _check_image(self, image: str, digest_hash: str, service: str) -> None:
@@ -178,9 +181,9 @@ class ServiceRunner:
         log.close()
         return RunningTask(key, port, process, tg)
 
-    def _wait_healthy(self, task: RunningTask) -> None:
+    def _wait_ready(self, task: RunningTask) -> None:
         deadline = time.monotonic() + HEALTH_TIMEOUT
-        path = self.config.alb.health_check_path
+        path = READY_PATH
         while time.monotonic() < deadline:
             if task.process.poll() is not None:
                 raise ServiceError(
@@ -195,8 +198,7 @@ class ServiceRunner:
                 pass
             time.sleep(0.2)
         raise ServiceError(
-            f"{task.service} did not become healthy on {task.url}{path} "
-            f"within {HEALTH_TIMEOUT:.0f}s"
+            f"{task.service} did not become ready on {task.url}{path} within {HEALTH_TIMEOUT:.0f}s"
         )
 
     def stop_all(self) -> None:

@@ -25,6 +25,7 @@ from ..aws.tags import LAB, NAME, STEP, as_dict
 from ..engine.step import StepError
 
 if TYPE_CHECKING:
+    from ..aws.waiters import Wait
     from ..context import Context
     from ..steps.run import StepRun
 
@@ -199,7 +200,9 @@ class Kind:
         )
 
     # --- deleting and costing
-    def delete(self, run: StepRun, resource: Resource) -> None:
+    def delete(self, run: StepRun, resource: Resource) -> Wait | None:
+        """Delete it, or start deleting it and return what is left to wait for (the caller
+        starts every delete of a kind before waiting for any)."""
         raise NotImplementedError
 
     def prepare(self, run: StepRun, resources: list[Resource]) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from .. import costs
 from ..aws.tags import as_dict
+from ..aws.waiters import Wait
 from .base import Kind, Resource, absent, first
 
 ROLE_DELETE_CONFLICT_TIMEOUT = 60  # a role just stripped of its policies may answer DeleteConflict
 LB_DELETE_TIMEOUT = 600
+LB_DELETE_EXPECTED = 90  # seconds, typically, on AWS (0.5-2.5 min)
 TG_IN_USE_TIMEOUT = 300  # a target group stays in use for a moment after its load balancer
 
 
@@ -161,8 +163,9 @@ class LoadBalancer(ElbKind):
         key = "LoadBalancerArns" if ident.startswith("arn:") else "Names"
         return first(client.describe_load_balancers(**{key: [ident]})["LoadBalancers"])
 
-    def delete(self, run, resource: Resource) -> None:
-        """Its listeners and their rules go with it; wait until it is gone."""
+    def delete(self, run, resource: Resource) -> Wait:
+        """Its listeners and their rules go with it; then (returned) the wait until it is
+        gone."""
         elb = self.client(run.ctx)
         arn = resource["LoadBalancerArn"]
         elb.delete_load_balancer(LoadBalancerArn=arn)
@@ -172,7 +175,9 @@ class LoadBalancer(ElbKind):
             return found is None, (found or {}).get("State", {}).get("Code", "deleted")
 
         label = resource.get("LoadBalancerName", arn)
-        run.wait(f"load balancer {label} to be deleted", gone, timeout=LB_DELETE_TIMEOUT)
+        return Wait(
+            f"load balancer {label} to be deleted", gone, LB_DELETE_TIMEOUT, LB_DELETE_EXPECTED
+        )
 
 
 class TargetGroup(ElbKind):

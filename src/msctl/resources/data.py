@@ -10,11 +10,15 @@ from botocore.exceptions import ClientError
 from .. import costs
 from ..aws.errors import error_code, is_code
 from ..aws.tags import as_dict
+from ..aws.waiters import Wait
 from ..engine.step import StepError
 from .base import Kind, Resource, absent, first
 
 TABLE_TIMEOUT = 300  # on-demand tables are ACTIVE, and deleted, within seconds
 INSTANCE_TIMEOUT = 1800  # RDS: create 5-8.5 min, delete 2-3 (sometimes 10)
+# Typical durations on AWS (seconds): they keep the polls a small fraction of each wait.
+TABLE_EXPECTED = 10
+INSTANCE_DELETE_EXPECTED = 180
 SUBNET_GROUP_DELETE_TIMEOUT = 600  # can't go while its instance is still being deleted
 PARAMETER_GROUP_DELETE_TIMEOUT = 600  # likewise
 DELETE_BATCH = 1000  # DeleteObjects' limit
@@ -40,7 +44,7 @@ class Table(Kind):
     def id_from_arn(self, arn: str) -> str:
         return arn.rsplit("/", 1)[-1]
 
-    def delete(self, run, resource: Resource) -> None:
+    def delete(self, run, resource: Resource) -> Wait:
         ddb = self.client(run.ctx)
         name = resource["TableName"]
         run.retry(
@@ -49,15 +53,19 @@ class Table(Kind):
             timeout=TABLE_TIMEOUT,
             reason="the table is still being created or updated",
         )
-        wait_table_gone(run, ddb, name)
+        return table_gone(ddb, name)
 
 
-def wait_table_gone(run, ddb, name: str) -> None:
+def table_gone(ddb, name: str) -> Wait:
     def gone() -> tuple[bool, str]:
         table = absent(lambda: ddb.describe_table(TableName=name)["Table"])
         return table is None, table["TableStatus"] if table else "deleted"
 
-    run.wait(f"table {name} to be deleted", gone, timeout=TABLE_TIMEOUT)
+    return Wait(f"table {name} to be deleted", gone, TABLE_TIMEOUT, TABLE_EXPECTED)
+
+
+def wait_table_gone(run, ddb, name: str) -> None:
+    run.wait_all([table_gone(ddb, name)])
 
 
 class Bucket(Kind):
@@ -226,9 +234,9 @@ class DbInstance(RdsKind):
             resource.get("DBInstanceClass"), resource.get("AllocatedStorage", 0)
         )
 
-    def delete(self, run, resource: Resource) -> None:
+    def delete(self, run, resource: Resource) -> Wait:
         """Deletion protection goes off only when the config says off; a final snapshot only
-        when the config asks for one; then wait until the instance is gone."""
+        when the config asks for one; then (returned) the wait until the instance is gone."""
         cfg = run.config.rds
         rds = self.client(run.ctx)
         identifier = resource["DBInstanceIdentifier"]
@@ -268,7 +276,12 @@ class DbInstance(RdsKind):
             found = absent(lambda: self.describe(rds, identifier), self.missing)
             return found is None, (found or {}).get("DBInstanceStatus", "deleted")
 
-        run.wait(f"DB instance {identifier} to be deleted", gone, timeout=INSTANCE_TIMEOUT)
+        return Wait(
+            f"DB instance {identifier} to be deleted",
+            gone,
+            INSTANCE_TIMEOUT,
+            INSTANCE_DELETE_EXPECTED,
+        )
 
 
 def modify_instance(run, rds, identifier: str, **changes) -> None:

@@ -17,12 +17,14 @@ from typing import ClassVar
 
 from .. import costs
 from ..aws.tags import LAB, NAME, as_dict, ec2_filters
+from ..aws.waiters import Wait
 from ..engine.step import StepError
 from .base import Kind, Resource, first, only_one
 
 # DependencyViolation clears once ENIs of deleted ALBs, tasks and databases are gone.
 DRAIN_TIMEOUT = 600
 NAT_DELETE_TIMEOUT = 600
+NAT_DELETE_EXPECTED = 60  # seconds, typically, on AWS
 EIP_RELEASE_TIMEOUT = 120
 LIVE_NAT_STATES = ("pending", "available")
 
@@ -203,7 +205,7 @@ class NatGateway(Ec2Kind):
         state = [{"Name": "state", "Values": list(LIVE_NAT_STATES)}]
         return super().tagged(client, lab, name, [*(extra or []), *state])
 
-    def delete(self, run, resource: Resource) -> None:
+    def delete(self, run, resource: Resource) -> Wait:
         ec2 = self.client(run.ctx)
         nat_id = resource["NatGatewayId"]
         ec2.delete_nat_gateway(NatGatewayId=nat_id)
@@ -213,7 +215,9 @@ class NatGateway(Ec2Kind):
             state = nats[0]["State"] if nats else "deleted"
             return state == "deleted", state
 
-        run.wait(f"NAT gateway {nat_id} to be deleted", gone, timeout=NAT_DELETE_TIMEOUT)
+        return Wait(
+            f"NAT gateway {nat_id} to be deleted", gone, NAT_DELETE_TIMEOUT, NAT_DELETE_EXPECTED
+        )
 
 
 def nat_state(ec2, nat_id: str) -> tuple[bool, str]:

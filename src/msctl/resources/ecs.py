@@ -12,12 +12,14 @@ from botocore.exceptions import ClientError
 
 from .. import costs
 from ..aws.errors import is_code
+from ..aws.waiters import Wait
 from .base import Kind, Resource, absent, first
 
 SCALING_NAMESPACE = "ecs"
 SCALABLE_DIMENSION = "ecs:service:DesiredCount"
 SERVICE_DELETE_TIMEOUT = 900  # tasks drain (the target groups' deregistration delay) first
 CLUSTER_DELETE_TIMEOUT = 600
+SERVICE_DELETE_EXPECTED = 60  # seconds, typically: the lab's deregistration delay is short
 
 
 def ecs_tags(tags) -> dict[str, str]:
@@ -102,8 +104,9 @@ class Service(Kind):
             float(size.get("cpu") or 0), float(size.get("memory") or 0), tasks
         )
 
-    def delete(self, run, resource: Resource) -> None:
-        """Scale to 0 (the tasks drain from the target group), delete, wait until gone."""
+    def delete(self, run, resource: Resource) -> Wait:
+        """Scale to 0 (the tasks drain from the target group), delete; then (returned) the
+        wait until it is gone."""
         ecs = self.client(run.ctx)
         cluster, name = resource["clusterArn"], resource["serviceName"]
         if resource.get("status") == "ACTIVE":
@@ -114,10 +117,11 @@ class Service(Kind):
             except ClientError as exc:
                 if not is_code(exc, "ServiceNotFoundException", "ServiceNotActiveException"):
                     raise
-        run.wait(
+        return Wait(
             f"service {name} to be deleted",
             lambda: service_gone(ecs, cluster, name),
-            timeout=SERVICE_DELETE_TIMEOUT,
+            SERVICE_DELETE_TIMEOUT,
+            SERVICE_DELETE_EXPECTED,
         )
 
 

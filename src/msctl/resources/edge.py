@@ -16,6 +16,7 @@ from .base import Kind, Resource, marked, only_one, pages
 
 GLOBAL_REGION = "us-east-1"  # CloudFront, and the ACM certificates CloudFront uses
 DEPLOY_TIMEOUT = 2400  # CloudFront deploys in ~3.5 min, historically 15-40
+DEPLOY_EXPECTED = 210  # seconds, typically, on AWS
 DISTRIBUTION_DELETE_TIMEOUT = 900
 OAC_IN_USE_TIMEOUT = 300
 CERT_RELEASE_TIMEOUT = 600  # CloudFront releases a certificate once its update has deployed
@@ -116,6 +117,7 @@ class Distribution(Kind):
             f"distribution {dist_id} to deploy its disable",
             lambda: deployed(cf, dist_id),
             timeout=DEPLOY_TIMEOUT,
+            expected=DEPLOY_EXPECTED,
         )
         run.retry(
             # Each attempt with the current ETag (PreconditionFailed: it changed meanwhile).

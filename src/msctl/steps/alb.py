@@ -5,6 +5,12 @@ to its target group, but only requests that carry the lab's origin secret in X-L
 (alb_origin: API Gateway sends it); everything else gets a 403 JSON answer, whatever its
 path. Rules are reconciled exactly (missing ones created, wrong ones modified, extra ones
 deleted). The step makes the origin secret, and `down` deletes it after the load balancer.
+
+The step doesn't wait for the load balancer to leave `provisioning` (2-3 minutes on AWS):
+its DNS name is known at create, and target groups, listeners and rules can be added to it
+at any time (AWS's ALB guide: "you can add listeners to your load balancer at any time").
+Only traffic needs it active: the ecs step waits for that (`active_wait`) together with the
+services' rollout, whose healthy targets need it too, so `up` still ends with it serving.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import json
 
 from ..aws.tags import as_list
-from ..engine.model import Pending, is_pending
+from ..aws.waiters import Wait
+from ..engine.model import Check, Pending, is_pending
 from ..engine.step import StepError
 from ..resources import Resource
 from ..resources.base import Part
@@ -26,7 +33,8 @@ HTTP_PORT = 80
 HTTPS_PORT = 443
 SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 RULE_PRIORITY_STEP = 10
-ACTIVE_TIMEOUT = 600  # 2-3 min on AWS
+ACTIVE_TIMEOUT = 600
+ACTIVE_EXPECTED = 180  # seconds, typically, on AWS (2-3 min)
 LISTENER = Part("listener", "ListenerArn", "ListenerArn")  # deleted with its load balancer
 DEFAULT_ACTION = {  # no rule matched: the path is unknown or the origin secret is missing
     "Type": "fixed-response",
@@ -104,11 +112,6 @@ class AlbStep(LabStep):
                 fixes=lambda found, p=port: _tg_fixes(elb, found, cfg, vpc_id, p),
             )
 
-        # Target groups don't need the load balancer; listeners do: wait for it here.
-        if not is_pending(lb_arn):
-            run.wait(
-                f"load balancer {cfg.name}", lambda: _lb_state(elb, lb_arn), timeout=ACTIVE_TIMEOUT
-            )
         # What the rules send where, in config order: priorities 10, 20, ...
         routes = [
             ((i + 1) * RULE_PRIORITY_STEP, tg.path_pattern, tg.name, tg_arns[service])
@@ -139,6 +142,16 @@ class AlbStep(LabStep):
             "target_group_arns": tg_arns,
             "origin_secret_arn": secret_arn,
         }
+
+    def verify(self, run: StepRun) -> list[Check]:
+        """The default checks, and the load balancer's state (provisioning is on its way)."""
+        checks = super().verify(run)
+        lb = run.got(LOAD_BALANCER, run.config.alb.name)
+        if lb is not None:
+            code = (lb.get("State") or {}).get("Code", "unknown")
+            name = f"load-balancer {run.config.alb.name} state"
+            checks.append(Check(name, code in ("active", "provisioning"), code))
+        return checks
 
     def _listener(
         self,
@@ -234,6 +247,16 @@ class AlbStep(LabStep):
 def _listeners_by_port(elb, lb_arn: str) -> dict[int, Resource]:
     listeners = elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
     return {int(listener["Port"]): listener for listener in listeners}
+
+
+def active_wait(run: StepRun, arn: str) -> Wait:
+    """The wait until the load balancer is active (a failed one is an error)."""
+    return Wait(
+        f"load balancer {run.config.alb.name} to be active",
+        lambda: _lb_state(run.clients.elbv2, arn),
+        ACTIVE_TIMEOUT,
+        ACTIVE_EXPECTED,
+    )
 
 
 def _lb_state(elb, arn: str) -> tuple[bool, str]:

@@ -95,6 +95,7 @@ ACCESS_LOG_FORMAT = json.dumps(
 class ApigwStep(LabStep):
     name = "apigw"
     requires = ("lambda", "alb")
+    reads_only = ("alb",)  # the ALB's DNS name in the HTTP_PROXY integrations
     services = ("apigateway", "lambda", "logs", "sts", "iam", "secretsmanager")
     description = "REST API, authorizer, routes to Lambda and the ALB, CORS, stage prod"
     # down deletes the API, then the logging role (once the account setting no longer names

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 class LabStep(Step):
     kinds: ClassVar[tuple[Kind, ...]] = ()
+    # Required steps whose outputs this one only names (an ARN in a policy, a domain in a
+    # setting): its resources don't keep theirs from being deleted, so `down` doesn't wait
+    # for this step before removing them (engine.runner.teardown_requires).
+    reads_only: ClassVar[tuple[str, ...]] = ()
 
     # --- what each step writes
     def reconcile(self, run: StepRun) -> dict:

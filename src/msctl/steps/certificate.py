@@ -20,6 +20,8 @@ VALIDATION_TTL = 300
 DEAD = {"INACTIVE", "EXPIRED", "VALIDATION_TIMED_OUT", "REVOKED", "FAILED"}
 RECORDS_TIMEOUT = 120  # ACM publishes the validation records seconds after the request
 ISSUE_TIMEOUT = 1800  # minutes once the records resolve
+RECORDS_EXPECTED = 10  # seconds, typically
+ISSUE_EXPECTED = 120
 
 
 def ensure_certificate(run: StepRun, fqdn: str) -> str:
@@ -56,7 +58,12 @@ def validation_records(run: StepRun, arn: str) -> list[Resource]:
     if run.dry_run:
         published()
     else:
-        run.wait(f"ACM validation records for {arn}", published, timeout=RECORDS_TIMEOUT)
+        run.wait(
+            f"ACM validation records for {arn}",
+            published,
+            timeout=RECORDS_TIMEOUT,
+            expected=RECORDS_EXPECTED,
+        )
     unique = {(r["Name"].lower(), r["Type"]): r for r in seen["records"]}
     return [
         {
@@ -100,6 +107,11 @@ def wait_issued(run: StepRun, arn: str, fqdn: str, hint: Callable[[], str]) -> N
         return now == "ISSUED", now
 
     try:
-        run.wait(f"ACM certificate for {fqdn} to be issued", issued, timeout=ISSUE_TIMEOUT)
+        run.wait(
+            f"ACM certificate for {fqdn} to be issued",
+            issued,
+            timeout=ISSUE_TIMEOUT,
+            expected=ISSUE_EXPECTED,
+        )
     except WaitTimeout as exc:
         raise StepError(str(exc), hint=hint()) from exc

@@ -17,7 +17,7 @@ from ..engine.model import Pending
 from ..engine.step import NotSupported, StepError
 from ..resources import Resource
 from ..resources.base import absent
-from ..resources.data import TABLE, TABLE_TIMEOUT, wait_table_gone
+from ..resources.data import TABLE, TABLE_EXPECTED, TABLE_TIMEOUT, wait_table_gone
 from .base import LabStep
 from .run import Fix, StepRun
 
@@ -90,7 +90,12 @@ def _status(ddb, name: str) -> tuple[bool, str]:
 
 def wait_active(run: StepRun, name: str) -> Resource:
     ddb = run.clients.dynamodb
-    run.wait(f"table {name} to be ACTIVE", lambda: _status(ddb, name), timeout=TABLE_TIMEOUT)
+    run.wait(
+        f"table {name} to be ACTIVE",
+        lambda: _status(ddb, name),
+        timeout=TABLE_TIMEOUT,
+        expected=TABLE_EXPECTED,
+    )
     return describe_table(ddb, name)
 
 
@@ -169,7 +174,7 @@ def _replace_fix(run: StepRun, cfg, detail: str) -> Fix:
                 hint="restore the config, or allow it explicitly with "
                 "`--set dynamodb.allow_replace=true` (deletes and recreates the table)",
             )
-        TABLE.delete(run, describe_table(run.clients.dynamodb, cfg.name))
+        run.wait_all([TABLE.delete(run, describe_table(run.clients.dynamodb, cfg.name))])
         created = create_table(run, cfg)
         for fix in table_fixes(run, run.clients.dynamodb, created, cfg):
             fix.apply()

@@ -10,13 +10,25 @@ lab's origin secret (alb_origin), never the secret itself.
 
 What the config asks for is in `ecs_spec` (a new task definition revision only when the
 wanted one differs from the family's latest ACTIVE revision), the auto scaling in
-`ecs_scaling`. `apply` waits (short polls) for the database's endpoint before the task
-definitions, and for every service to reach steady state at the end; a rollout the
-deployment circuit breaker stopped fails the step with the service's latest event.
+`ecs_scaling`.
+
+The services don't wait for the database: their task definitions carry the DB instance's
+identifier (DB_INSTANCE_ID), and the tasks look up its endpoint themselves (the task role
+may DescribeDBInstances on exactly that instance) until RDS has made it available. Their
+liveness (/health, what the container and target group health checks ask) doesn't need the
+database, so the rollout overlaps RDS's creation. The readiness msctl can't ask on AWS (the
+tasks are private); what AWS reports stands in for it: `apply` ends with one wait, all
+polled together, for every service's steady state (its tasks running and, on AWS, healthy
+in their target group behind the load balancer), the load balancer active and the DB
+instance available. Once those hold the services find the database at their next attempt
+(a few seconds), so `up` ends at the latest of RDS's creation and the rollout, not their
+sum. A rollout the deployment circuit breaker stopped fails the step with the service's
+latest event.
 """
 
 from __future__ import annotations
 
+from ..aws.waiters import Wait
 from ..engine.model import Check, Pending, is_pending
 from ..engine.step import StepError
 from ..resources import Resource
@@ -32,6 +44,7 @@ from ..resources.ecs import (
 )
 from ..resources.inventory import owned
 from . import alb_origin
+from .alb import active_wait
 from .base import LabStep
 from .ecs_scaling import current_bounds, ensure_autoscaling, scaling_resource_id
 from .ecs_spec import (
@@ -42,13 +55,14 @@ from .ecs_spec import (
     task_definition_spec,
 )
 from .log_groups import ensure_log_group
-from .rds import wait_available  # the rds step owns the wait and its failure states
+from .rds import available_wait  # the rds step owns the wait and its failure states
 from .run import Fix, StepRun
 
 CAPACITY_PROVIDER = "FARGATE"
 CONTAINER_INSIGHTS = "containerInsights"
 DB_WAIT_TIMEOUT = 1800  # RDS takes 5-8.5 minutes to create an instance
 STEADY_TIMEOUT = 900  # a Fargate service reaches steady state in 1-3.5 minutes
+STEADY_EXPECTED = 150  # seconds, typically, on AWS
 # On a new account the ECS service-linked role is created with the first cluster and is
 # not assumable for a few seconds.
 LINKED_ROLE_TIMEOUT = 60
@@ -61,7 +75,8 @@ def insights_log_group(cluster: str) -> str:
 class EcsStep(LabStep):
     name = "ecs"
     requires = ("nat", "sg", "alb", "ecr", "iam", "rds")
-    services = ("ecs", "application-autoscaling", "logs", "rds", "secretsmanager")
+    reads_only = ("rds",)  # the instance's identifier and secret ARN: the tasks find it
+    services = ("ecs", "application-autoscaling", "logs", "rds", "secretsmanager", "elbv2")
     description = "Fargate cluster, task definitions, services with X-Ray sidecars, auto scaling"
     # `down`: scalable targets (with their policies), services (scaled to 0, deleted, gone),
     # every ACTIVE revision, the cluster, the log groups.
@@ -111,7 +126,6 @@ class EcsStep(LabStep):
         cluster_arn = _cluster(run)
         for svc in cfg.services.values():
             ensure_log_group(run, svc.log_group, run.config.cloudwatch.log_retention_days)
-        endpoint = _database_endpoint(run, db)
 
         task_definitions: dict[str, str] = {}
         for name, svc in cfg.services.items():
@@ -124,8 +138,7 @@ class EcsStep(LabStep):
                 image=images[name],
                 execution_role_arn=roles["task_execution_role_arn"],
                 task_role_arn=roles["task_role_arn"],
-                db_host=endpoint["address"],
-                db_port=endpoint["port"],
+                db_instance_id=db["identifier"],
                 db_name=db["db_name"],
                 secret_arn=db["secret_arn"],
                 log_group=svc.log_group,
@@ -150,14 +163,16 @@ class EcsStep(LabStep):
             services[name] = _service(run, svc.service, spec, bound, after=[cluster_arn])
             ensure_autoscaling(run, svc.service, services[name])
 
-        for name, svc in cfg.services.items():
-            run.wait(
-                f"service {svc.service} to reach steady state",
-                lambda s=svc.service, td=task_definitions[name]: deployment_state(
-                    describe_service(run.clients.ecs, cfg.cluster, s), td
+        run.wait_all(
+            [
+                *(
+                    _steady(run, svc.service, task_definitions[n])
+                    for n, svc in cfg.services.items()
                 ),
-                timeout=STEADY_TIMEOUT,
-            )
+                active_wait(run, alb["arn"]),
+                available_wait(run, db["identifier"], DB_WAIT_TIMEOUT),
+            ]
+        )
         return {
             "cluster_arn": cluster_arn,
             "services": services,
@@ -356,16 +371,13 @@ def _refuse(detail: str, service: str) -> Fix:
     return Fix(detail, refuse, action="replace")
 
 
-# ---------------------------------------------------------------- the database endpoint
-
-
-def _database_endpoint(run: StepRun, db: dict) -> dict:
-    """The DB instance's address and port for DB_HOST/DB_PORT: apply waits (short polls)
-    until the instance is available; plan uses what RDS reports now."""
-    identifier = db["identifier"]
-    if not run.dry_run and not db.get("endpoint_address"):
-        run.waiting(
-            f"the services need DB instance {identifier}'s address: waiting for it to be "
-            "available (RDS takes 5-8 minutes to create an instance)"
-        )
-    return wait_available(run, identifier, timeout=DB_WAIT_TIMEOUT)
+def _steady(run: StepRun, service: str, task_definition: str) -> Wait:
+    cluster = run.config.ecs.cluster
+    return Wait(
+        f"service {service} to reach steady state",
+        lambda: deployment_state(
+            describe_service(run.clients.ecs, cluster, service), task_definition
+        ),
+        STEADY_TIMEOUT,
+        STEADY_EXPECTED,
+    )

@@ -92,7 +92,9 @@ HEALTH_CHECK_DEFAULTS = {"interval": 30, "timeout": 5, "retries": 3}
 
 
 def health_check_command(port: int) -> list[str]:
-    """The image has Python and no curl: /health answers 200 only when the DB is reachable."""
+    """The image has Python and no curl. /health is liveness: 200 while the process serves,
+    also before the database is there (readiness is /ready), so ECS keeps a task that waits
+    for RDS instead of replacing it."""
     script = (
         "import sys, urllib.request; "
         f"r = urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=4); "
@@ -111,8 +113,7 @@ def task_definition_spec(
     image: str,
     execution_role_arn: str,
     task_role_arn: str,
-    db_host: str,
-    db_port: int,
+    db_instance_id: str,
     db_name: str,
     secret_arn: str,
     log_group: str,
@@ -120,10 +121,13 @@ def task_definition_spec(
     origin_secret_sha256: str,
 ) -> dict:
     """RegisterTaskDefinition's arguments (without tags): the service's container and the
-    X-Ray daemon sidecar. The app reads its DB login from the RDS-managed secret itself (task
-    role), again whenever PostgreSQL refuses it: RDS rotates the secret, and ECS would inject
-    `secrets` only when a task starts. It gets the SHA-256 of the lab's origin secret
-    (alb_origin), to refuse requests that didn't come through API Gateway."""
+    X-Ray daemon sidecar. The app finds the database itself: it gets the DB instance's
+    identifier, not its endpoint, and asks RDS (DescribeDBInstances, task role) until the
+    instance is available, so the tasks start while RDS is still creating it. It reads its DB
+    login from the RDS-managed secret itself, again whenever PostgreSQL refuses it: RDS rotates
+    the secret, and ECS would inject `secrets` only when a task starts. It gets the SHA-256 of
+    the lab's origin secret (alb_origin), to refuse requests that didn't come through API
+    Gateway."""
 
     logs = {
         "logDriver": "awslogs",
@@ -144,8 +148,7 @@ def task_definition_spec(
         "essential": True,
         "portMappings": [{"containerPort": port, "protocol": "tcp"}],
         "environment": [
-            {"name": "DB_HOST", "value": db_host},
-            {"name": "DB_PORT", "value": str(db_port)},
+            {"name": "DB_INSTANCE_ID", "value": db_instance_id},
             {"name": "DB_NAME", "value": db_name},
             {"name": "DB_SECRET_ARN", "value": secret_arn},
             {"name": "DB_SSLMODE", "value": DB_SSLMODE},

@@ -9,9 +9,11 @@ each function's code does, on exactly the lab's resources, in one inline policy 
   its own log group (msctl creates the groups, so no CreateLogGroup), and X-Ray segments.
   The authorizer only reads (a session, its user); the notifications function has no table.
 - ECS task execution role: pulling the two images and writing to the services' log groups.
-- ECS task role (the services' own credentials): what the X-Ray sidecar sends, and reading
-  the RDS-managed master secret, which the services fetch themselves because RDS rotates it
-  (encrypted with the AWS managed key, so no kms:Decrypt grant is needed).
+- ECS task role (the services' own credentials): what the X-Ray sidecar sends, describing
+  the lab's DB instance (exactly that one: the services find its endpoint themselves, so
+  their rollout needn't wait for RDS), and reading the RDS-managed master secret, which the
+  services fetch themselves because RDS rotates it (encrypted with the AWS managed key, so
+  no kms:Decrypt grant is needed).
 
 Every trust policy names one service principal acting for this account only
 (`aws:SourceAccount`: AWS's guard against the cross-service confused deputy). The ECS task
@@ -191,9 +193,10 @@ def task_execution_policy(
     )
 
 
-def task_policy(secret_arn: str) -> dict:
+def task_policy(secret_arn: str, db_instance_arn: str) -> dict:
     return _policy(
         _statement("XRayDaemon", XRAY_DAEMON, ["*"]),
+        _statement("DatabaseInstance", ["rds:DescribeDBInstances"], [db_instance_arn]),
         _statement("DatabaseSecret", ["secretsmanager:GetSecretValue"], [secret_arn]),
     )
 
@@ -244,6 +247,7 @@ def normalize(document: str | dict) -> Any:
 class IamStep(LabStep):
     name = "iam"
     requires = ("dynamodb", "s3", "rds")
+    reads_only = ("dynamodb", "s3", "rds")  # ARNs in the policies
     services = ("iam", "sts")
     description = "a role per Lambda function and the ECS task roles, least privilege"
     kinds = (ROLE,)  # policies detached and deleted first
@@ -259,7 +263,8 @@ class IamStep(LabStep):
         region = run.clients.region
         tables = run.outputs_of("dynamodb")["tables"]
         s3 = run.outputs_of("s3")
-        secret_arn = run.outputs_of("rds")["secret_arn"]
+        db = run.outputs_of("rds")
+        secret_arn, db_arn = db["secret_arn"], db["arn"]
         if secret_arn is None:
             raise StepError(
                 f"DB instance {cfg.rds.identifier} has no RDS-managed master user secret",
@@ -296,8 +301,8 @@ class IamStep(LabStep):
             trust_policy(
                 "ecs-tasks.amazonaws.com", account, f"arn:{partition}:ecs:{region}:{account}:*"
             ),
-            lambda: task_policy(secret_arn),
-            [secret_arn],
+            lambda: task_policy(secret_arn, db_arn),
+            [secret_arn, db_arn],
         )
         arns = {name: self._role(run, name, *spec) for name, spec in roles.items()}
         return {

@@ -6,6 +6,12 @@ value differs. Log groups are created by msctl first, with the configured retent
 they are tagged and removed on destroy (Lambda would otherwise create them itself, without
 retention, and leave them behind).
 
+Every function is created (or updated) before any is waited for: their creates don't depend
+on each other, so the step waits once, for all of them together, until each is Active with no
+update in progress. Lambda refuses a second update of a function while one is in progress:
+when both its code and its configuration differ, the second update is made after every
+function's first one has been started, then waited for with the rest.
+
 Each function runs with its own role (the iam step grants each only what its code calls).
 Environment: USERS_TABLE and SESSIONS_TABLE are the configured tables whose partition key is
 `userId` and `sessionId` (the keys the handlers read and write), so the order of
@@ -14,9 +20,12 @@ dynamodb.tables in the config doesn't matter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from botocore.exceptions import ClientError
 
 from ..aws.errors import is_code
+from ..aws.waiters import Wait
 from ..build.lambda_package import PackageError, code_sha256, function_zip
 from ..engine.model import Pending
 from ..engine.step import StepError
@@ -35,6 +44,7 @@ ROLE_PROPAGATION_TIMEOUT = 60
 ROLE_NOT_READY = ("cannot be assumed", "does not have permissions")
 ACTIVE_TIMEOUT = 300
 UPDATE_TIMEOUT = 300
+SETTLE_EXPECTED = 5  # seconds: a function outside a VPC is Active, or updated, within seconds
 
 
 class LambdaStep(LabStep):
@@ -54,6 +64,7 @@ class LambdaStep(LabStep):
         bucket = run.outputs_of("s3")["bucket"]
         environment = function_environment(cfg, bucket)
         functions = {}
+        started = Started()
         for key, function in cfg.lambda_.functions.items():
             name = function.name
             role_arn = role_arns[key]
@@ -79,13 +90,37 @@ class LambdaStep(LabStep):
                 FUNCTION,
                 name,
                 after=[role_arn, bucket],
-                create=lambda d=desired, c=code: _create_function(run, d, c),
-                fixes=lambda found, d=desired, c=code: _function_fixes(run, found, d, c),
+                create=lambda d=desired, c=code: _create_function(run, d, c, started),
+                fixes=lambda found, d=desired, c=code: _function_fixes(run, found, d, c, started),
             )
             found = run.got(FUNCTION, name)
             arn = found["FunctionArn"] if found else Pending(f"ARN of function {name}")
             functions[key] = {"name": name, "arn": arn}
+        for update in started.second_updates:
+            update()
+        lam = run.clients.get("lambda")
+        run.wait_all(
+            Wait(
+                f"function {n} to be {what}", lambda n=n: _settled(lam, n), timeout, SETTLE_EXPECTED
+            )
+            for n, (what, timeout) in started.functions.items()
+        )
         return {"functions": functions}
+
+
+class Started:
+    """What this run started: the functions to wait for, and the second updates of those
+    whose code and configuration both changed."""
+
+    def __init__(self):
+        self.functions: dict[str, tuple[str, float]] = {}  # name -> (what, timeout)
+        self.second_updates: list[Callable[[], None]] = []
+
+    def created(self, name: str) -> None:
+        self.functions[name] = ("Active", ACTIVE_TIMEOUT)
+
+    def updated(self, name: str) -> None:
+        self.functions.setdefault(name, ("updated", UPDATE_TIMEOUT))
 
 
 def function_environment(cfg, bucket: str) -> dict[str, str]:
@@ -112,7 +147,7 @@ def _role_not_ready(exc: ClientError) -> bool:
 # ---------------------------------------------------------------- create
 
 
-def _create_function(run: StepRun, desired: dict, code: bytes) -> Resource:
+def _create_function(run: StepRun, desired: dict, code: bytes, started: Started) -> Resource:
     lam = run.clients.get("lambda")
     name = desired["FunctionName"]
     run.retry(
@@ -126,11 +161,13 @@ def _create_function(run: StepRun, desired: dict, code: bytes) -> Resource:
         timeout=ROLE_PROPAGATION_TIMEOUT,
         reason=f"IAM is still propagating the new role {desired['Role']} to Lambda",
     )
-    run.wait(f"function {name} to be Active", lambda: _state(lam, name), timeout=ACTIVE_TIMEOUT)
+    started.created(name)
     return FUNCTION.read(lam, name)
 
 
-def _state(lam, name: str) -> tuple[bool, str]:
+def _settled(lam, name: str) -> tuple[bool, str]:
+    """Done when the function is Active with no update in progress; a function that failed
+    to become active, or whose update just made failed, is an error."""
     fn = lam.get_function_configuration(FunctionName=name)
     state = fn.get("State", "Active")
     if state == "Failed":
@@ -139,7 +176,7 @@ def _state(lam, name: str) -> tuple[bool, str]:
             f"{fn.get('StateReasonCode')}: {fn.get('StateReason', '')}",
             hint="fix the cause, then run `msctl down --only lambda` and `msctl up` again",
         )
-    return state == "Active", state
+    return _updated(lam, name, fn=fn)
 
 
 # ---------------------------------------------------------------- fix
@@ -172,7 +209,9 @@ def config_differences(found: Resource, desired: dict) -> list[str]:
     return diffs
 
 
-def _function_fixes(run: StepRun, found: Resource, desired: dict, code: bytes) -> list[Fix]:
+def _function_fixes(
+    run: StepRun, found: Resource, desired: dict, code: bytes, started: Started
+) -> list[Fix]:
     lam = run.clients.get("lambda")
     name = desired["FunctionName"]
     fixes = []
@@ -182,28 +221,38 @@ def _function_fixes(run: StepRun, found: Resource, desired: dict, code: bytes) -
             Fix(
                 f"code {str(found.get('CodeSha256'))[:10]}... -> {sha[:10]}...",
                 lambda: _update(
-                    run, name, lambda: lam.update_function_code(FunctionName=name, ZipFile=code)
+                    run,
+                    name,
+                    lambda: lam.update_function_code(FunctionName=name, ZipFile=code),
+                    started,
                 ),
             )
         )
     diffs = config_differences(found, desired)
     if diffs:
+
+        def update_config() -> None:
+            _update(run, name, lambda: lam.update_function_configuration(**desired), started)
+
+        second = bool(fixes)  # after the code update: once every first update has started
         fixes.append(
             Fix(
                 "; ".join(diffs),
-                lambda: _update(run, name, lambda: lam.update_function_configuration(**desired)),
+                (lambda: started.second_updates.append(update_config)) if second else update_config,
             )
         )
     return fixes
 
 
-def _update(run: StepRun, name: str, call) -> None:
-    """One update at a time: Lambda refuses a second while one is in progress."""
+def _update(run: StepRun, name: str, call, started: Started) -> None:
+    """Start an update (the step waits for it with the others). One at a time per function:
+    Lambda refuses a second while one is in progress."""
     lam = run.clients.get("lambda")
     run.wait(
         f"function {name} to be ready for an update",
         lambda: _updated(lam, name, fail_on_failed=False),
         timeout=UPDATE_TIMEOUT,
+        expected=SETTLE_EXPECTED,
     )
     run.retry(
         call,
@@ -212,13 +261,13 @@ def _update(run: StepRun, name: str, call) -> None:
         timeout=ROLE_PROPAGATION_TIMEOUT,
         reason=f"a previous update of {name} is still in progress, or its role is propagating",
     )
-    run.wait(f"function {name} update", lambda: _updated(lam, name), timeout=UPDATE_TIMEOUT)
+    started.updated(name)
 
 
-def _updated(lam, name: str, fail_on_failed: bool = True) -> tuple[bool, str]:
-    """Done when no update is in progress. A failed earlier update doesn't block a new one;
-    the update just made failing is an error."""
-    fn = lam.get_function_configuration(FunctionName=name)
+def _updated(lam, name: str, fail_on_failed: bool = True, fn: Resource | None = None):
+    """(done, seen): done when no update is in progress. A failed earlier update doesn't
+    block a new one; the update just made failing is an error."""
+    fn = fn or lam.get_function_configuration(FunctionName=name)
     status = fn.get("LastUpdateStatus", "Successful")
     state = fn.get("State", "Active")
     if status == "Failed" and fail_on_failed:

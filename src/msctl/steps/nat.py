@@ -16,6 +16,7 @@ from .run import StepRun
 from .vpc import DEFAULT_ROUTE, default_route_fix
 
 NAT_CREATE_TIMEOUT = 600
+NAT_CREATE_EXPECTED = 120  # seconds, typically, on AWS (1.5-2 min)
 NEW_ID_TIMEOUT = 60
 
 
@@ -56,6 +57,7 @@ class NatStep(LabStep):
             f"NAT gateway {cfg.nat_gateway}",
             lambda: nat_state(ec2, nat_id),
             timeout=NAT_CREATE_TIMEOUT,
+            expected=NAT_CREATE_EXPECTED,
         )
         rt_id = net["private_route_table_id"]
         rt = (

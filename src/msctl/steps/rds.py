@@ -9,9 +9,10 @@ newly given to an existing instance takes effect only after a reboot, which the 
 IAM database authentication is on (AWS FSBP RDS.10; the services still log in with the
 managed password); a standby in the second AZ (`rds.multi_az`) is off: it doubles the cost.
 
-RDS takes 5-8 minutes to create an instance on AWS. `apply` starts the create and returns,
-so that IAM and Lambda don't wait for it; the ecs step calls `wait_available` when it needs
-the endpoint.
+RDS takes 5-8 minutes to create an instance on AWS. `apply` starts the create and returns:
+nothing else needs the endpoint (the services look it up themselves, by the identifier), so
+the rest of the lab builds meanwhile; the ecs step waits for `available_wait` together with
+the services' rollout, so that `up` ends when the lab works.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from botocore.parsers import ResponseParserError
 
 from ..aws.errors import is_code
 from ..aws.tags import as_list
+from ..aws.waiters import Wait
 from ..engine.model import Check, Pending
 from ..engine.step import NotSupported, StepError
 from ..resources import Resource
@@ -57,6 +59,7 @@ FAILED_STATES = {
     "insufficient-capacity",
 }
 REBUILD_HINT = "run `msctl down --only rds` and `msctl up` to rebuild it, or restore the config"
+CREATE_EXPECTED = 420  # seconds, typically, on AWS (5-8.5 min)
 
 
 class RdsStep(LabStep):
@@ -172,7 +175,7 @@ class RdsStep(LabStep):
         return checks
 
 
-# ---------------------------------------------------------------- the endpoint, for ecs
+# ---------------------------------------------------------------- availability, for ecs
 
 
 def wait_available(run: StepRun, identifier: str, timeout: float = INSTANCE_TIMEOUT) -> dict:
@@ -181,15 +184,25 @@ def wait_available(run: StepRun, identifier: str, timeout: float = INSTANCE_TIME
     Under plan nothing is waited for: the endpoint is returned if the instance reports one,
     else a Pending placeholder.
     """
-    rds = run.clients.rds
     if run.dry_run:
-        instance = _instance(rds, identifier)
+        instance = _instance(run.clients.rds, identifier)
         endpoint = (instance or {}).get("Endpoint") or {}
         return {
             "address": endpoint.get("Address") or Pending(f"endpoint of DB instance {identifier}"),
             "port": endpoint.get("Port") or DEFAULT_PORT,
         }
     seen: dict = {}
+    run.wait_all([available_wait(run, identifier, timeout, seen)])
+    return {"address": seen["Address"], "port": seen.get("Port") or DEFAULT_PORT}
+
+
+def available_wait(
+    run: StepRun, identifier: str, timeout: float = INSTANCE_TIMEOUT, seen: dict | None = None
+) -> Wait:
+    """The wait until the instance is `available` with an endpoint (which lands in `seen`);
+    a state it won't recover from on its own is an error."""
+    rds = run.clients.rds
+    seen = {} if seen is None else seen
 
     def check() -> tuple[bool, str]:
         instance = _instance(rds, identifier)
@@ -208,8 +221,7 @@ def wait_available(run: StepRun, identifier: str, timeout: float = INSTANCE_TIME
         seen.update(endpoint)
         return status == "available" and bool(endpoint.get("Address")), status
 
-    run.wait(f"DB instance {identifier} to be available", check, timeout=timeout)
-    return {"address": seen["Address"], "port": seen.get("Port") or DEFAULT_PORT}
+    return Wait(f"DB instance {identifier} to be available", check, timeout, CREATE_EXPECTED)
 
 
 # ---------------------------------------------------------------- lookups
@@ -544,7 +556,7 @@ def _status_check(identifier: str, instance: Resource) -> Check:
         endpoint = instance.get("Endpoint") or {}
         return Check(name, True, f"available at {endpoint.get('Address')}:{endpoint.get('Port')}")
     if status == "creating":
-        return Check(name, True, "creating (RDS takes 5-8 minutes; the ecs step waits for it)")
+        return Check(name, True, "creating (RDS takes 5-8 minutes; the services find it then)")
     return Check(name, True, f"{status} (transitional; it returns to available on its own)")
 
 

@@ -33,6 +33,7 @@ from .base import LabStep
 from .run import StepRun
 
 CHANGE_TIMEOUT = 300  # a Route 53 change reaches INSYNC in under a minute
+CHANGE_EXPECTED = 30  # seconds, typically
 
 
 class Route53Step(LabStep):
@@ -213,7 +214,9 @@ def change_records(run: StepRun, zone_id: str, action: str, records: list[Resour
         return now == "INSYNC", now
 
     names = ", ".join(f"{r['Name']} {r['Type']}" for r in records)
-    run.wait(f"Route 53 change to {names}", insync, timeout=CHANGE_TIMEOUT)
+    run.wait(
+        f"Route 53 change to {names}", insync, timeout=CHANGE_TIMEOUT, expected=CHANGE_EXPECTED
+    )
 
 
 def _label(record: Resource) -> str:

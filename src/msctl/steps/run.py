@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from ..aws.errors import NEW_ID_CODES
 from ..aws.retry import retry_eventual
 from ..aws.tags import LAB
-from ..aws.waiters import wait_for
+from ..aws.waiters import Backoff, Wait, wait_all
 from ..engine.model import Change, Event, Pending, is_pending
 from ..engine.step import StepError
 from ..resources import Kind, Resource, owner
-from ..resources.base import Part
+from ..resources.base import Item, Part
 from ..resources.inventory import owned
 
 if TYPE_CHECKING:
@@ -202,6 +202,8 @@ class StepRun:
             items = [i for i in inventory.of(kind) if i.live is not None]
             if items:
                 kind.prepare(self, [i.live for i in items])
+            # Every delete of a kind starts before any is waited for: they end together.
+            waits: list[tuple[Item, Wait | None]] = []
             for item in items:
                 kept = kind.keep(self, item.live)
                 if kept:
@@ -210,8 +212,10 @@ class StepRun:
                 detail = item.id if item.label and item.label != item.id else ""
                 self.record(Change("delete", kind.name, item.label or item.id, detail))
                 if not self.dry_run:
-                    kind.delete(self, item.live)
-                    self.ctx.state.forget_id(self.step, item.id)
+                    waits.append((item, kind.delete(self, item.live)))
+            self.wait_all(w for _, w in waits)
+            for item, _ in waits:
+                self.ctx.state.forget_id(self.step, item.id)
         problems = inventory.problems + [f"{i.kind} {i.id}: {i.note}" for i in unchecked]
         if problems:
             raise StepError("; ".join(problems), hint="run the same command again")
@@ -227,15 +231,22 @@ class StepRun:
         check: Callable[[], tuple[bool, str]],
         *,
         timeout: float,
-        interval: float | None = None,
+        expected: float | None = None,
     ) -> str:
-        if self.dry_run:
-            return ""
-        return wait_for(
-            what,
-            check,
-            timeout=timeout,
-            interval=self.ctx.poll_interval if interval is None else interval,
+        """Poll `check` until done (see `wait_all`); `expected` is how long it typically takes
+        on AWS, which keeps the polls a small fraction of it."""
+        return self.wait_all([Wait(what, check, timeout, expected)])[0]
+
+    def wait_all(self, waits: Iterable[Wait | None]) -> list[str]:
+        """Wait for all of them at once, each polled on its own schedule: short polls that
+        back off (aws.waiters.Backoff). `ctx.poll_interval` scales the schedule: the first poll
+        waits that long (0 in tests: no sleep)."""
+        waits = [w for w in waits if w is not None]
+        if self.dry_run or not waits:
+            return [""] * len(waits)
+        return wait_all(
+            waits,
+            backoff=Backoff(unit=self.ctx.poll_interval),
             on_wait=self.waiting,
             cancelled=self.ctx.cancelled,
         )

@@ -36,7 +36,7 @@ def test_sslmode_require_refuses_tcp_in_clear_and_works_on_the_socket(
     monkeypatch.setenv("DB_SSLMODE", "require")
     # This server speaks no TLS on 127.0.0.1: the service won't use it.
     for service in ("products", "orders"):
-        assert from_env(service).test_client().get("/health").status_code == 503
+        assert from_env(service).test_client().get("/ready").status_code == 503
     monkeypatch.setenv("DB_HOST", str(pg.socket_dir))
     for service in ("products", "orders"):
-        assert from_env(service).test_client().get("/health").status_code == 200
+        assert from_env(service).test_client().get("/ready").status_code == 200

@@ -105,6 +105,7 @@ def test_both_services_under_gunicorn(serve: Any) -> None:
     for name, port in ports.items():
         status, body = wait_until_serving(f"http://127.0.0.1:{port}/health", processes[name])
         assert (status, body) == (200, {"status": "healthy", "service": name})
+        assert get(f"http://127.0.0.1:{port}/ready") == (200, {"status": "ready", "service": name})
 
     origin = {ORIGIN_HEADER: ORIGIN_SECRET}
     status, listing = get(f"http://127.0.0.1:{ports['products']}/products", origin)

@@ -74,7 +74,7 @@ def test_both_services_migrating_concurrently(service_loader: Any, dsn: str) -> 
         assert {"products", "orders", "schema_migrations"} <= tables(dsn)
         assert sample_count(dsn) == 1
         for app in apps:
-            assert app.test_client().get("/health").status_code == 200
+            assert app.test_client().get("/ready").status_code == 200
     finally:
         for app in apps:
             app.extensions["db"].close()

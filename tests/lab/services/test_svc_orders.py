@@ -28,6 +28,8 @@ def test_health(orders: Any) -> None:
     response = orders.get("/health")
     assert response.status_code == 200
     assert response.get_json() == {"status": "healthy", "service": "orders"}
+    ready = orders.get("/ready")
+    assert (ready.status_code, ready.get_json()) == (200, {"status": "ready", "service": "orders"})
 
 
 def test_place_order_decrements_stock(orders: Any, products: Any) -> None:

@@ -51,8 +51,9 @@ def test_forged_identity_straight_to_a_service_is_refused(
         )
         assert (answer.status_code, answer.get_json()) == (403, FORBIDDEN), (method, path)
         assert answer.headers["X-Request-Id"]
-    for client in straight.values():  # the ALB's health check needs no secret
+    for client in straight.values():  # the health checks need no secret
         assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 200
     # Nothing changed: the victim's order and the product are as they were.
     assert [o["quantity"] for o in orders.get("/orders", headers=VICTIM).get_json()] == [2]
     assert products.get(f"/products/{item}").get_json()["stock"] == 3

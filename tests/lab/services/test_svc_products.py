@@ -22,6 +22,9 @@ def test_health(products: Any) -> None:
     response = products.get("/health")
     assert response.status_code == 200
     assert response.get_json() == {"status": "healthy", "service": "products"}
+    ready = products.get("/ready")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "ready", "service": "products"}
 
 
 def test_sample_product_is_seeded(products: Any) -> None:

@@ -20,7 +20,7 @@ def closed_port_dsn(port: int, password: str = "unused") -> str:
 
 
 @pytest.mark.parametrize("service", ["products", "orders"])
-def test_app_starts_without_database_and_reports_unhealthy(
+def test_app_starts_without_database_alive_but_not_ready(
     make_app: Any, unused_port: int, service: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR):
@@ -29,9 +29,12 @@ def test_app_starts_without_database_and_reports_unhealthy(
     assert "migration failed" in caplog.text
 
     client = app.test_client()
-    response = client.get("/health")
+    # Alive (ECS and the ALB keep the task), not ready (the database doesn't answer).
+    alive = client.get("/health")
+    assert (alive.status_code, alive.get_json()) == (200, {"status": "healthy", "service": service})
+    response = client.get("/ready")
     assert response.status_code == 503
-    assert response.get_json() == {"status": "unhealthy", "service": service}
+    assert response.get_json() == {"status": "not ready", "service": service}
 
     path = "/products" if service == "products" else "/orders"
     data = client.get(path, headers=USER)
@@ -40,20 +43,21 @@ def test_app_starts_without_database_and_reports_unhealthy(
     assert "Connection refused" not in data.get_data(as_text=True)
 
 
-def test_health_recovers_when_the_database_comes_up(
+def test_ready_once_the_database_comes_up(
     make_app: Any, unused_port: int, server_dir: Path
 ) -> None:
     password = secrets.token_urlsafe(16)
     products = make_app("products", closed_port_dsn(unused_port, password), connect_timeout=1)
     orders = make_app("orders", closed_port_dsn(unused_port, password), connect_timeout=1)
-    assert products.test_client().get("/health").status_code == 503
-    assert orders.test_client().get("/health").status_code == 503
+    for app in (products, orders):
+        assert app.test_client().get("/health").status_code == 200
+        assert app.test_client().get("/ready").status_code == 503
 
     server = LocalPostgres(server_dir / "data", unused_port, password=password, ephemeral=True)
     with server:
         # The next request retries the migration and opens the pool.
-        assert orders.test_client().get("/health").status_code == 200
-        assert products.test_client().get("/health").status_code == 200
+        assert orders.test_client().get("/ready").status_code == 200
+        assert products.test_client().get("/ready").status_code == 200
         listing = products.test_client().get("/products").get_json()
         assert [p["name"] for p in listing] == ["Sample Product 1"]
         # Free the server's connections before it stops.
@@ -90,8 +94,9 @@ def test_unexpected_errors_are_generic_500s(
     assert errors and errors[-1].request_id == "req-42"
     assert errors[-1].exc_info is not None and errors[-1].exc_info[0] is Boom
 
-    # /health never turns an exception into a 500.
-    assert client.get("/health").status_code == 503
+    # /ready never turns an exception into a 500; /health doesn't touch the database.
+    assert client.get("/ready").status_code == 503
+    assert client.get("/health").status_code == 200
 
 
 def test_trace_id_header_is_the_request_id(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:

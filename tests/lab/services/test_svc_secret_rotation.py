@@ -126,7 +126,7 @@ def test_rotation_needs_no_restart(
         # secret is read again, and the request is served without a restart.
         answers = [client.get(path, headers=USER) for _ in range(3)]
         assert [a.status_code for a in answers] == [200, 200, 200]
-        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 200
         assert f"{REREAD} {rds.arn} again" in caplog.text
 
         # The migration's connection goes through the same login.
@@ -163,12 +163,14 @@ def test_unreadable_secret_is_the_usual_database_unavailable(
     with caplog.at_level(logging.INFO):
         app = rds.app(service)
         client = app.test_client()
-        health = client.get("/health")
+        health = client.get("/ready")
         answer = client.get(PATHS[service], headers=USER)
+        alive = client.get("/health")
     assert not app.extensions["db"].migrated
     assert f"cannot read database secret {arn}" in caplog.text
+    assert alive.status_code == 200
     assert health.status_code == 503
-    assert health.get_json() == {"status": "unhealthy", "service": service}
+    assert health.get_json() == {"status": "not ready", "service": service}
     assert answer.status_code == 503
     assert answer.get_json()["error"] == "Service temporarily unavailable"
     assert_no_secret(rds, caplog.text, health.get_data(as_text=True), answer.get_data(as_text=True))
