@@ -40,7 +40,7 @@ class Context:
         *,
         session: boto3.Session | None = None,
         listener: Callable[[Event], None] = lambda _e: None,
-        poll_interval: float = 2.0,
+        poll_interval: float = 1.0,
     ):
         self.config = config
         self.target = target

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import LabConfig
+from .config.names import admin_secret_name, origin_secret_name
 
 HOURS_PER_MONTH = 730
 NAT_GATEWAY = 0.045
@@ -71,7 +72,10 @@ def billable(config: LabConfig, prices=None) -> list[Billable]:
         Billable(
             "Secrets Manager secret", f"{rds.identifier} master", SECRET_MONTH / HOURS_PER_MONTH
         ),
-        Billable("Secrets Manager secret", f"{config.lab}/admin", SECRET_MONTH / HOURS_PER_MONTH),
+        *(
+            Billable("Secrets Manager secret", name, SECRET_MONTH / HOURS_PER_MONTH)
+            for name in (admin_secret_name(config.lab), origin_secret_name(config.lab))
+        ),
         Billable(
             "CloudWatch dashboard", config.cloudwatch.dashboard, DASHBOARD_MONTH / HOURS_PER_MONTH
         ),

@@ -11,7 +11,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from msctl.engine.model import Status
-from msctl.steps.rds import wait_available
+from msctl.steps.rds import available_wait
 from msctl.steps.run import StepRun
 
 from .conftest import Lab, assert_lifecycle
@@ -188,11 +188,12 @@ def test_rds_matches_the_seed_and_reports_its_status(lab, catalogue):
     secret = checks[f"db-instance {IDENTIFIER} master user secret"]
     assert secret.ok and outputs["secret_arn"] in secret.detail
 
-    # What the ecs step calls: the endpoint, after short polls (none needed on moto).
-    endpoint = wait_available(StepRun(lab.ctx, "ecs", dry_run=False), IDENTIFIER, timeout=30)
-    assert endpoint == {"address": db["Endpoint"]["Address"], "port": 5432}
-    assert outputs["endpoint_address"] == endpoint["address"]
-    assert wait_available(StepRun(lab.ctx, "ecs", dry_run=True), IDENTIFIER) == endpoint
+    # What the ecs step waits for: the endpoint, after short polls (none needed on moto).
+    seen: dict = {}
+    run = StepRun(lab.ctx, "ecs", dry_run=False)
+    run.wait_all([available_wait(run, IDENTIFIER, 30, seen)])
+    assert (seen["Address"], seen["Port"]) == (db["Endpoint"]["Address"], 5432)
+    assert outputs["endpoint_address"] == seen["Address"]
 
     rds_client().stop_db_instance(DBInstanceIdentifier=IDENTIFIER)
     result = lab.run("verify", ["rds"], expect_ok=False).results["rds"]

@@ -34,6 +34,16 @@ def fit(lab: str, suffix: str, limit: int) -> str:
     return f"{head}-{digest}{suffix}" if head else f"{digest}{suffix}"
 
 
+def admin_secret_name(lab: str) -> str:
+    """The admin step's secret: the first admin user's password."""
+    return f"{lab}/admin"
+
+
+def origin_secret_name(lab: str) -> str:
+    """The alb step's secret: the header value only API Gateway sends the ALB."""
+    return f"{lab}/alb-origin"
+
+
 def _dict(parent: Any, key: str) -> dict | None:
     value = parent.get(key) if isinstance(parent, dict) else None
     return value if isinstance(value, dict) else None

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from botocore.exceptions import ClientError
 
 from ..aws.tags import as_list
+from ..config.names import admin_secret_name
 from ..engine.model import Check, is_pending
 from ..engine.step import StepError
 from ..resources import Resource
@@ -54,10 +55,10 @@ class AdminStep(LabStep):
     kinds = (SECRET,)
 
     def names(self, config):
-        return [(SECRET, secret_name(config))]
+        return [(SECRET, admin_secret_name(config.lab))]
 
     def reconcile(self, run: StepRun) -> dict:
-        name, email = secret_name(run.config), admin_email(run.config)
+        name, email = admin_secret_name(run.config.lab), admin_email(run.config)
         table = users_table(run.config)
         arn = run.ensure(SECRET, name, create=lambda: create_admin(run, name, table, email))
         return {
@@ -72,10 +73,6 @@ class AdminStep(LabStep):
         if not is_pending(arn):
             checks.append(admin_check(run, arn))
         return checks
-
-
-def secret_name(config) -> str:
-    return f"{config.lab}/admin"
 
 
 def admin_email(config) -> str:

@@ -19,6 +19,7 @@ import json
 
 from ..aws.tags import as_list
 from ..aws.waiters import Wait
+from ..config.names import origin_secret_name
 from ..engine.model import Check, Pending, is_pending
 from ..engine.step import StepError
 from ..resources import Resource
@@ -56,7 +57,7 @@ class AlbStep(LabStep):
 
     def names(self, config):
         groups = [(TARGET_GROUP, tg.name) for tg in config.alb.target_groups.values()]
-        secret = (SECRET, alb_origin.secret_name(config))
+        secret = (SECRET, origin_secret_name(config.lab))
         return [(LOAD_BALANCER, config.alb.name), *groups, secret]
 
     def reconcile(self, run: StepRun) -> dict:
@@ -66,7 +67,7 @@ class AlbStep(LabStep):
         vpc_id = net["vpc_id"]
         subnet_ids = list(net["public_subnet_ids"])
         sg_id = run.outputs_of("sg")["group_ids"][cfg.security_group]
-        secret_name = alb_origin.secret_name(run.config)
+        secret_name = origin_secret_name(run.config.lab)
         secret_arn = run.ensure(
             SECRET, secret_name, create=lambda: alb_origin.create_secret(run, secret_name)
         )

@@ -32,10 +32,6 @@ HEADER = "X-Lab-Origin"
 VALUE = re.compile(r"[0-9a-f]{64}")
 
 
-def secret_name(config) -> str:
-    return f"{config.lab}/alb-origin"
-
-
 def create_secret(run: StepRun, name: str) -> Resource:
     sm = run.clients.secretsmanager
     return run.retry(

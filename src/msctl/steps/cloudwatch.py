@@ -47,6 +47,7 @@ NOTE_HEIGHT = 2
 class CloudWatchStep(LabStep):
     name = "cloudwatch"
     requires = ("lambda", "ecs", "apigw", "rds")
+    reads_only = requires  # alarms and widgets name their resources; nothing refers back
     services = ("cloudwatch", "sns", "logs")
     description = "dashboard, alarms and the alarm topic"
     kinds = (TOPIC, DASHBOARD, ALARM)

@@ -178,24 +178,6 @@ class RdsStep(LabStep):
 # ---------------------------------------------------------------- availability, for ecs
 
 
-def wait_available(run: StepRun, identifier: str, timeout: float = INSTANCE_TIMEOUT) -> dict:
-    """Wait (short polls) until the instance is `available`; return {"address", "port"}.
-
-    Under plan nothing is waited for: the endpoint is returned if the instance reports one,
-    else a Pending placeholder.
-    """
-    if run.dry_run:
-        instance = _instance(run.clients.rds, identifier)
-        endpoint = (instance or {}).get("Endpoint") or {}
-        return {
-            "address": endpoint.get("Address") or Pending(f"endpoint of DB instance {identifier}"),
-            "port": endpoint.get("Port") or DEFAULT_PORT,
-        }
-    seen: dict = {}
-    run.wait_all([available_wait(run, identifier, timeout, seen)])
-    return {"address": seen["Address"], "port": seen.get("Port") or DEFAULT_PORT}
-
-
 def available_wait(
     run: StepRun, identifier: str, timeout: float = INSTANCE_TIMEOUT, seen: dict | None = None
 ) -> Wait:
