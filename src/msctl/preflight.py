@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from botocore.config import Config
+
 from .aws.errors import describe
 from .resources.compute import LOAD_BALANCER
 from .resources.data import DB_INSTANCE
@@ -207,11 +209,14 @@ def _fargate_vcpus(ctx: Context) -> float:
 
 # ---------------------------------------------------------------- the check
 
+# Service Quotas is a lookup: an endpoint that doesn't implement it (an AWS-compatible
+# emulator) answers 5xx, which the lab's 8 attempts would back off on for minutes.
+QUOTAS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5)
 
-def limit(ctx: Context, quota: Quota) -> tuple[float, str]:
+
+def limit(sq, quota: Quota) -> tuple[float, str]:
     """The quota's value from Service Quotas (the applied value, else AWS's default for the
     account: some quotas have only that), else AWS's documented default and why."""
-    sq = ctx.clients.get("service-quotas")
     codes = {"ServiceCode": quota.service, "QuotaCode": quota.code}
     why = ""
     for ask in (sq.get_service_quota, sq.get_aws_default_service_quota):
@@ -242,16 +247,19 @@ def check(
             "documented defaults"
         )
     full = []
+    sq = None if local else ctx.session.client("service-quotas", config=QUOTAS_CONFIG)
+    unanswered = ""  # once Service Quotas answers neither call, it isn't asked again
     for need in lab_needs:
         quota = QUOTAS[need.key]
         if need.key in limits:
             value = limits[need.key]
-        elif local:
+        elif local or unanswered:
             value = quota.default
         else:
-            value, why = limit(ctx, quota)
+            value, why = limit(sq, quota)
             if why:
-                note(f"quota preflight: {why}")
+                unanswered = why
+                note(f"quota preflight: {why}; the quotas after it are at their defaults too")
         try:
             used = usage(ctx, need)
         except Exception as exc:

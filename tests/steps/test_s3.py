@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from msctl.engine.model import Status
 from msctl.resources import data
 from msctl.steps.s3 import SITE_PREFIX
+from tests.support.strict import Faults, StrictAws
 
 from .conftest import Lab, assert_lifecycle
 
@@ -75,6 +76,17 @@ def test_s3_lifecycle(lab):
         "bucket_regional_domain": f"{BUCKET}.s3.us-east-1.amazonaws.com",
     }
     assert s3().list_buckets()["Buckets"] == []
+
+
+def test_s3_without_tag_permission_on_create_tags_the_bucket_after(lab):
+    """A principal without s3:TagResource gets AccessDenied for CreateBucket with tags: the
+    bucket is created untagged and tagged with PutBucketTagging (as Terraform does)."""
+    strict = StrictAws(faults=Faults(deny_bucket_tags=True)).install(lab.ctx.session)
+    lab.run("apply", ["s3"])
+    assert strict.faults == {"bucket_tags_denied": 1}
+    tags = {t["Key"]: t["Value"] for t in s3().get_bucket_tagging(Bucket=BUCKET)["TagSet"]}
+    assert (tags["msctl:lab"], tags["msctl:step"]) == ("microservices", "s3")
+    assert lab.changes(lab.run("plan", ["s3"]), "s3") == []
 
 
 def test_s3_bucket_is_private_encrypted_owner_enforced_tagged_policy_untouched(lab):

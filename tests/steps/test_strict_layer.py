@@ -402,6 +402,62 @@ def test_a_new_id_is_not_visible_for_a_few_describes(aws):
     assert w.strict.faults == {"not_found": 2}
 
 
+def test_a_new_id_refuses_the_writes_that_name_it_for_a_while(aws):
+    w = World(faults=Faults(not_found_write=1.0, lasts=(2, 2)))
+    vpc = w.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    group = w.ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
+    rule = [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 5432,
+            "ToPort": 5432,
+            "IpRanges": [{"CidrIp": "10.0.0.0/16"}],
+        }
+    ]
+    authorize = lambda: w.ec2.authorize_security_group_ingress(  # noqa: E731
+        GroupId=group, IpPermissions=rule
+    )
+    assert [code_of(authorize) for _ in range(3)] == [
+        "InvalidGroup.NotFound",
+        "InvalidGroup.NotFound",
+        None,
+    ]
+    # Reads are not affected by this fault: the group was there all along.
+    assert w.ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]
+    assert w.strict.faults == {"not_found_write": 2}
+
+
+def test_writes_are_counted_per_target_and_content(aws):
+    w = World()
+    w.s3.create_bucket(Bucket="counted")
+    for _ in range(2):
+        w.s3.put_bucket_versioning(Bucket="counted", VersioningConfiguration={"Status": "Enabled"})
+    w.s3.put_bucket_versioning(Bucket="counted", VersioningConfiguration={"Status": "Suspended"})
+    w.s3.list_buckets()
+    # One key per (operation, target, content): the two Enabled writes share one, the list
+    # (a read) has none.
+    assert sorted((k.split(" ", 1)[0], n) for k, n in w.strict.writes.items()) == [
+        ("s3.CreateBucket", 1),
+        ("s3.PutBucketVersioning", 1),
+        ("s3.PutBucketVersioning", 2),
+    ]
+    duplicates = w.strict.duplicate_writes()
+    assert list(duplicates.values()) == [2]
+    assert "Enabled" in next(iter(duplicates))
+
+
+def test_tags_on_create_bucket_are_denied_and_the_bucket_not_made(aws):
+    w = World(faults=Faults(deny_bucket_tags=True))
+    tagged = {"Tags": [{"Key": "msctl:lab", "Value": "x"}]}
+    denied = lambda: w.s3.create_bucket(  # noqa: E731
+        Bucket="tagged", CreateBucketConfiguration=tagged
+    )
+    assert code_of(denied) == "AccessDenied"
+    assert "tagged" not in [b["Name"] for b in w.s3.list_buckets()["Buckets"]]
+    w.s3.create_bucket(Bucket="tagged")  # without tags it is allowed
+    assert w.strict.faults == {"bucket_tags_denied": 1}
+
+
 def test_a_new_role_is_not_assumable_by_lambda_at_once(aws):
     w = World(faults=Faults(role_propagation=1.0, lasts=(1, 1)))
     role = w.iam.create_role(RoleName="r", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
