@@ -144,14 +144,14 @@ def _sg_groups(data: dict, lab: str) -> dict[str, str]:
     for group in groups:
         if group.get("name") is None and isinstance(group.get("key"), str):
             group["name"] = f"{lab}-{group['key']}-sg"
-    names = {g.get("name") for g in groups}
+    names = {g["name"] for g in groups if isinstance(g.get("name"), str)}
     by_key = {g["key"]: g.get("name") for g in groups if isinstance(g.get("key"), str)}
     for group in groups:
         rules = group.get("ingress")
         for rule in rules if isinstance(rules, list) else []:
             if isinstance(rule, dict):
                 source = rule.get("from_group")
-                if source not in names and source in by_key:
+                if isinstance(source, str) and source not in names and source in by_key:
                     rule["from_group"] = by_key[source]
     return by_key
 
@@ -164,7 +164,7 @@ def _security_group(section: dict | None, key: str, groups: dict[str, str], lab:
     chosen = section.get("security_group")
     if chosen is None:
         section["security_group"] = groups.get(key) or f"{lab}-{key}-sg"
-    elif chosen in groups and chosen not in groups.values():
+    elif isinstance(chosen, str) and chosen in groups and chosen not in groups.values():
         section["security_group"] = groups[chosen]
 
 
