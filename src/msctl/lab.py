@@ -265,7 +265,7 @@ class Lab:
                 "reason": res.reason if res else "the local emulator is not running",
                 "recorded_status": recorded,
                 "checks": [
-                    {"name": c.name, "ok": c.ok, "detail": c.detail}
+                    {"name": c.name, "ok": c.ok, "detail": c.detail, "shared": c.shared}
                     for c in (res.checks if res else [])
                 ],
                 "error": res.error if res else None,
@@ -273,9 +273,7 @@ class Lab:
                 "outputs": state.outputs(name),
             }
         steps = doc["steps"].values()
-        doc["exists"] = any(
-            not c["detail"].startswith("missing") for s in steps for c in s["checks"]
-        )
+        doc["exists"] = result is not None and exists(result.results.values())
         enabled = [s for s in steps if s["reason"] != "disabled by config"]
         fine = (Status.NOCHANGE, Status.UNSUPPORTED)
         bad = [
@@ -500,6 +498,14 @@ def endpoints(state: StateStore) -> dict[str, str]:
     return found
 
 
+def exists(results) -> bool:
+    """Anything of the lab exists: a check of the lab's own that doesn't say missing."""
+    return any(
+        not c.shared and not c.detail.startswith("missing") for r in results for c in r.checks
+    )
+
+
 def _absent(checks) -> bool:
-    """Nothing of the step exists: every check says missing."""
-    return bool(checks) and all(not c.ok and c.detail.startswith("missing") for c in checks)
+    """Nothing of the step exists: every check of the lab's own says missing."""
+    own = [c for c in checks if not c.shared]
+    return bool(own) and all(not c.ok and c.detail.startswith("missing") for c in own)

@@ -11,12 +11,17 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
+from msctl import lab as lab_status
 from msctl import labs, leftovers
 from msctl.cli import main
 from msctl.config import load_config
 from msctl.lab import Lab as LabApi
 from msctl.preflight import QuotaExceeded
 from msctl.pricing import Prices
+from msctl.resources import KINDS
+from msctl.resources import inventory as inventory_of
+from msctl.resources.base import absent
+from msctl.resources.compute import Repository
 from tests.support.inventory import count, duplicates, inventory
 
 from .conftest import ROOT, Lab
@@ -70,6 +75,14 @@ def test_two_labs_in_one_account_and_down_of_one_leaves_the_other_whole(aws, tmp
     assert listed["prices"]["label"].startswith(
         "prices: built-in table (Price List API unreachable: "
     )
+
+    # A third lab, not built: the account's API Gateway logging role (alice's; bob's API
+    # logs through it too) is a setting it would use, not something of it that exists.
+    verified = lab_named("dave", tmp_path).run("verify", None, expect_ok=False).results
+    shared = [c for r in verified.values() for c in r.checks if c.shared]
+    assert [(c.name, c.ok) for c in shared] == [("apigateway-account cloudwatch role", True)]
+    assert not lab_status.exists(verified.values())
+    assert lab_status.exists(alice.run("verify", None).results.values())
 
     alice.run("destroy", None)
     left = leftovers.check(alice.ctx)
@@ -160,3 +173,36 @@ def test_what_exists_already_needs_no_room(aws, tmp_path):
     api.check_quotas(needs)  # 5 of 5 in use, nothing more needed: fine
     rds = api.quota_needs(["rds"])
     assert [(n.key, n.amount) for n in rds] == [("rds", 1)]
+
+
+def test_what_another_labs_down_deletes_during_this_ones_listing_is_skipped(
+    aws, tmp_path, monkeypatch
+):
+    """`down --labs alice,bob` runs the labs side by side: a repository bob's `down` deletes
+    between alice's listing and alice's read of its tags is not a failure of alice's (it
+    was: "could not list ... RepositoryNotFoundException" and down exit 1)."""
+    alice, bob = lab_named("alice", tmp_path), lab_named("bob", tmp_path)
+    alice.run("apply", ["ecr"])
+    bob.run("apply", ["ecr"])
+    listing = Repository.scan
+
+    def listed_then_bob_deletes(self, ecr, lab):
+        repositories = list(listing(self, ecr, lab))
+        for repository in repositories:
+            if repository["repositoryName"].startswith("bob/"):
+                absent(
+                    lambda r=repository: ecr.delete_repository(
+                        repositoryName=r["repositoryName"], force=True
+                    )
+                )
+        return repositories
+
+    monkeypatch.setattr(Repository, "scan", listed_then_bob_deletes)
+    seen = inventory_of.owned(alice.ctx, None, kinds=[KINDS["ecr-repository"]])
+    assert seen.problems == []
+    assert sorted(i.label for i in seen.items) == ["alice/orders", "alice/products"]
+
+    alice.run("destroy", ["ecr"])
+    assert client("ecr").describe_repositories()["repositories"] == []
+    left = leftovers.check(alice.ctx)
+    assert left.remaining == [] and left.problems == []

@@ -37,6 +37,8 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+    # An account-wide setting the lab uses but doesn't own: it doesn't make the lab exist.
+    shared: bool = False
 
 
 class Status(StrEnum):

@@ -156,6 +156,11 @@ class Kind:
         """Its tags (or the tags its mark stands for)."""
         return as_dict(resource.get("Tags"))
 
+    def tags_if_there(self, client, resource: Resource) -> dict[str, str] | None:
+        """Its tags, or None when it was deleted since it was listed (by another lab's
+        `down` running beside this one, say)."""
+        return absent(lambda: self.tags(client, resource), self.missing)
+
     def ident(self, resource: Resource) -> str:
         return resource[self.id_key]
 
@@ -170,18 +175,21 @@ class Kind:
         return arn
 
     # --- listing the lab's
-    def scan(self, client, lab: str) -> Iterable[Resource]:
-        """Every resource of this kind that may be the lab's, for kinds the tagging API
-        can't list (the caller keeps those whose tags say so)."""
+    def scan(self, client, lab: str | None) -> Iterable[Resource]:
+        """Every resource of this kind that may be the lab's (lab None: any lab's), for
+        kinds the tagging API can't list (the caller keeps those whose tags say so)."""
         raise NotImplementedError
 
-    def owned(self, ctx: Context, lab: str, step: str | None) -> list[Item]:
-        """The lab's resources of this kind (of one step, if given), found by `scan`."""
+    def owned(self, ctx: Context, lab: str | None, step: str | None) -> list[Item]:
+        """The lab's resources of this kind (of one step, if given), found by `scan`; lab
+        None: those of every msctl lab."""
         client = self.client(ctx)
         items = []
         for resource in self.scan(client, lab):
-            tags = self.tags(client, resource)
-            if owner(tags) != lab or (step and tags.get(STEP) != step):
+            tags = self.tags_if_there(client, resource)
+            if tags is None or owner(tags) is None or (lab and owner(tags) != lab):
+                continue
+            if step and tags.get(STEP) != step:
                 continue
             item = self.item(resource, tags, region=self.region or ctx.clients.region)
             item.live = resource if self.alive(resource) else None

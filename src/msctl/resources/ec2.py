@@ -41,9 +41,11 @@ class Ec2Kind(Kind):
             getattr(client, self.describe_call)(**{self.ids_param: [ident]})[self.list_key]
         )
 
-    def tagged(self, client, lab: str, name: str | None = None, extra: list | None = None):
-        found = getattr(client, self.describe_call)(Filters=ec2_filters(lab, name) + (extra or []))
-        wanted = {LAB: lab, **({NAME: name} if name is not None else {})}
+    def tagged(self, client, lab: str | None, name: str | None = None, extra: list | None = None):
+        """Its resources tagged for the lab (lab None: for any lab), alive."""
+        filters = ec2_filters(lab, name) if lab else [{"Name": "tag-key", "Values": [LAB]}]
+        found = getattr(client, self.describe_call)(Filters=filters + (extra or []))
+        wanted = {LAB: lab, **({NAME: name} if name is not None else {})} if lab else {}
         return [
             r
             for r in found[self.list_key]
@@ -56,7 +58,7 @@ class Ec2Kind(Kind):
     def find(self, client, name: str, lab: str) -> Resource | None:
         return only_one(self.tagged(client, lab, name), f"{self.name} resources named {name}")
 
-    def scan(self, client, lab: str):
+    def scan(self, client, lab: str | None):
         return self.tagged(client, lab)
 
 

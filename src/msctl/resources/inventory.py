@@ -53,11 +53,13 @@ def owned(
 
     for kind in (k for k in kinds if k.scanned):
         try:
-            for item in kind.owned(ctx, lab, step) if lab else _any_lab(ctx, kind, step):
+            for item in kind.owned(ctx, lab, step):
                 if item.live is not None:
                     found.setdefault((item.kind, item.id), item)
         except Exception as exc:
-            inventory.problems.append(f"could not list {kind.name}s: {describe(exc)[0]}")
+            inventory.problems.append(
+                f"could not list the {kind.name} resources: {describe(exc)[0]}"
+            )
 
     regions = {k.region or ctx.clients.region for k in kinds if not k.scanned}
     if unknown:
@@ -94,12 +96,12 @@ def owned(
         client = kind.client(ctx)
         try:
             live = kind.read(client, item.id)
-            tags = kind.tags(client, live) if live is not None else {}
+            tags = kind.tags_if_there(client, live) if live is not None else None
         except Exception as exc:  # counts as there: it may well be
             item.note = f"could not check it: {describe(exc)[0]}"
             found[(kind.name, item.id)] = item
             continue
-        if live is None or not _belongs(tags, lab) or (step and tags.get(STEP) != step):
+        if tags is None or not _belongs(tags, lab) or (step and tags.get(STEP) != step):
             continue
         read = kind.item(live, tags, region=item.region or kind.region or ctx.clients.region)
         found.setdefault((read.kind, read.id), read)
@@ -115,25 +117,6 @@ def owned(
 
 def _belongs(tags: dict[str, str], lab: str | None) -> bool:
     return owner(tags) is not None if lab is None else owner(tags) == lab
-
-
-def _any_lab(ctx: Context, kind: Kind, step: str | None) -> list[Item]:
-    """Every resource of a scanned kind tagged for any msctl lab."""
-    client = kind.client(ctx)
-    if kind.service == "ec2":  # their scan filters by one lab's tag: any value of it here
-        found = getattr(client, kind.describe_call)(Filters=[{"Name": "tag-key", "Values": [LAB]}])
-        resources = found[kind.list_key]
-    else:
-        resources = kind.scan(client, "")
-    items = []
-    for resource in resources:
-        tags = kind.tags(client, resource)
-        if owner(tags) is None or (step and tags.get(STEP) != step):
-            continue
-        item = kind.item(resource, tags, region=kind.region or ctx.clients.region)
-        item.live = resource if kind.alive(resource) else None
-        items.append(item)
-    return items
 
 
 def _tagged(ctx: Context, region: str, lab: str | None, step: str | None):

@@ -82,7 +82,7 @@ def ensure_logging_role(run: StepRun, account: str) -> None:
     current = apigw.get_account().get("cloudwatchRoleArn") or ""
     ours = ROLE.read(iam, name)
     if current and current != (ours or {}).get("Arn") and _role_exists(iam, current, account):
-        run.found.append(("apigateway-account", "cloudwatch role", current))
+        run.shared.append(("apigateway-account", "cloudwatch role", current))
         return  # the account already logs through a role of its own
 
     def put_policy() -> None:

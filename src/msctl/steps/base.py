@@ -50,6 +50,9 @@ class LabStep(Step):
             if (kind, name) not in drifted
         ]
         checks += [Check(f"{c.kind} {c.name}", False, _missing(c)) for c in run.changes]
+        checks += [
+            Check(f"{kind} {name}", True, ident, shared=True) for kind, name, ident in run.shared
+        ]
         return checks
 
     # --- the contract the runner calls

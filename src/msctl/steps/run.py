@@ -50,6 +50,7 @@ class StepRun:
         self.destroying = destroying
         self.changes: list[Change] = []
         self.found: list[tuple[str, str, str]] = []  # (kind, name, id) of resources that exist
+        self.shared: list[tuple[str, str, str]] = []  # the same, of what isn't the lab's own
         self.seen: dict[str, tuple[str, str | None]] = {}  # "kind:name" -> (id, arn) found
         self._resources: dict[str, Resource] = {}  # "kind:name" -> as found or created
         self.outputs: dict = {}  # what a dry reconcile under verify computed
