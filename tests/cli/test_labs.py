@@ -113,6 +113,28 @@ def test_labs_from_one_config_listed_with_their_costs_and_removed_together(runne
     assert as_json(runner.invoke(main, ["labs", *args, "--output", "json"]))["labs"] == []
 
 
+def test_a_class_built_and_removed_side_by_side_leaves_the_account_as_found(runner, local_lab):
+    """Three whole labs up and down in parallel: their downs list the same services while
+    the others delete (a resource gone between listing and reading is skipped), and the
+    region's API Gateway logging setting, held by one lab's role, is handed on one lab at a
+    time and finally reset: no role, no setting left."""
+    args, state_dir = local_lab
+    up = runner.invoke(main, ["up", *args, "--labs", "alice,bob,carol", "--yes"])
+    assert up.exit_code == 0, up.output
+    apigw, iam = aws(state_dir, "apigateway"), aws(state_dir, "iam")
+    holder = apigw.get_account()["cloudwatchRoleArn"]
+    assert holder.rsplit("/", 1)[-1] in {
+        f"{n}-apigateway-cloudwatch" for n in ("alice", "bob", "carol")
+    }
+
+    down = runner.invoke(main, ["down", *args, "--labs", "alice,bob,carol", "--yes"])
+    assert down.exit_code == 0, down.output
+    assert "3 labs: 3 removed" in down.output
+    assert not apigw.get_account().get("cloudwatchRoleArn")
+    assert iam.list_roles()["Roles"] == []
+    assert as_json(runner.invoke(main, ["labs", *args, "--output", "json"]))["labs"] == []
+
+
 def test_one_failed_lab_fails_the_command_and_the_others_still_run(runner, local_lab, monkeypatch):
     from msctl.steps.vpc import VpcStep
 

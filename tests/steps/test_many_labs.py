@@ -84,16 +84,31 @@ def test_two_labs_in_one_account_and_down_of_one_leaves_the_other_whole(aws, tmp
     assert not lab_status.exists(verified.values())
     assert lab_status.exists(alice.run("verify", None).results.values())
 
+    # The region's API Gateway logging setting: alice, built first, pointed it at her role;
+    # bob's API logs through it, and bob has a role of his own.
+    apigw, iam = client("apigateway"), client("iam")
+    roles = {
+        n: iam.get_role(RoleName=f"{n}-apigateway-cloudwatch")["Role"]["Arn"]
+        for n in ("alice", "bob")
+    }
+    assert apigw.get_account()["cloudwatchRoleArn"] == roles["alice"]
+
     alice.run("destroy", None)
     left = leftovers.check(alice.ctx)
-    assert left.remaining == [] and left.problems == []
-    # The region's API Gateway logging role: alice set it, bob's API logs through it.
-    assert {k.kind for k in left.kept} <= {"iam-role"}
+    assert left.remaining == [] and left.problems == [] and left.kept == []
+    # ... handed to bob's role by alice's down: bob's API keeps its access logs.
+    assert apigw.get_account()["cloudwatchRoleArn"] == roles["bob"]
     assert look(bob.config) == built_bob
-    assert set(look(alice.config)) <= {"role"}
+    assert look(alice.config) == {}
     after = labs_json()["labs"]
     assert [(lab["name"], lab["status"]) for lab in after] == [("bob", "built")]
     assert after[0]["hourly_usd"] == listed["labs"][1]["hourly_usd"]
+
+    bob.run("destroy", None)  # the last lab leaves the account as it found it
+    assert not apigw.get_account().get("cloudwatchRoleArn")
+    left = leftovers.check(bob.ctx)
+    assert left.remaining == [] and left.problems == [] and left.kept == []
+    assert iam.list_roles()["Roles"] == []
 
 
 def up_on_moto(tmp_path: Path, **limits) -> tuple[LabApi, list[str]]:

@@ -44,7 +44,12 @@ from ..resources.base import Part, absent, only_one
 from ..resources.compute import LOG_GROUP, ROLE
 from ..resources.edge import REST_API
 from . import alb_origin
-from .apigw_account import ensure_logging_role, log_role_name, release_logging_role
+from .apigw_account import (
+    ACCOUNT_SETTING,
+    ensure_logging_role,
+    log_role_name,
+    release_logging_role,
+)
 from .apigw_permissions import ensure_permissions, remove_permissions
 from .apigw_routes import (
     Route,
@@ -108,8 +113,13 @@ class ApigwStep(LabStep):
 
     def teardown(self, run: StepRun) -> None:
         remove_permissions(run)  # parts of the lambda step's functions
-        release_logging_role(run)
-        super().teardown(run)
+        account = account_id(run)
+        # `down --labs` brings labs down side by side: one at a time hands on the setting.
+        with ACCOUNT_SETTING:
+            release_logging_role(run, account)
+            super().teardown(run)
+            if not run.dry_run:
+                release_logging_role(run, account)
 
     def reconcile(self, run: StepRun) -> dict:
         cfg = run.config.apigw

@@ -2,13 +2,15 @@
 
 API Gateway writes access logs with the account-level role (`get_account().cloudwatchRoleArn`);
 without one, enabling access logs fails. The setting serves every REST API in the account and
-region, so msctl changes it only when it is unset (or names a role that no longer exists):
-then it creates `<lab>-apigateway-cloudwatch` and sets it. When it already names a working
-role, msctl uses that and changes nothing.
+region. When it names a role of the team's own, msctl uses that and changes nothing. Otherwise
+each lab has its own `<lab>-apigateway-cloudwatch` role, and the setting is pointed at it when
+it is unset (or names a role that no longer exists); while another lab's role holds it, the
+lab's API logs through that one.
 
 On `down` the account is left as msctl found it: if the setting names this lab's role, it is
-reset to unset (UpdateAccount replacing /cloudwatchRoleArn with an empty value, as Terraform's
-provider resets it) and the role is deleted with the step's other resources.
+handed to another lab's logging role (so their APIs keep their logs) or, with none left, reset
+to unset (UpdateAccount replacing /cloudwatchRoleArn with an empty value, as Terraform's
+provider resets it); the role is deleted with the step's other resources.
 
 Only API Gateway acting for this account, in this region, may assume the role
 (`aws:SourceAccount` and `aws:SourceArn`, against the cross-service confused deputy).
@@ -17,9 +19,10 @@ Only API Gateway acting for this account, in this region, may assume the role
 from __future__ import annotations
 
 import json
+import threading
 
-from ..aws.tags import as_list
-from ..resources.base import absent
+from ..aws.tags import STEP, as_list
+from ..resources.base import absent, owner
 from ..resources.compute import ROLE
 from .iam import trust_fixes, trust_policy
 from .run import Fix, StepRun
@@ -56,8 +59,13 @@ ROLE_NOT_READY = (
 ROLE_PROPAGATION_TIMEOUT = 120
 
 
+LOG_ROLE_SUFFIX = "-apigateway-cloudwatch"
+# Held while a lab hands the setting on and deletes its role (labs of one `msctl` run).
+ACCOUNT_SETTING = threading.Lock()
+
+
 def log_role_name(lab: str) -> str:
-    return f"{lab}-apigateway-cloudwatch"
+    return f"{lab}{LOG_ROLE_SUFFIX}"
 
 
 def log_role_trust(partition: str, region: str, account: str) -> dict:
@@ -65,13 +73,36 @@ def log_role_trust(partition: str, region: str, account: str) -> dict:
     return trust_policy(PRINCIPAL, account, f"arn:{partition}:apigateway:{region}::/*")
 
 
-def _role_exists(iam, arn: str, account: str) -> bool:
-    """Whether the setting names a role that exists (one of another account can't be
-    checked, and isn't ours to replace)."""
+def _holder(iam, arn: str, account: str) -> str | None:
+    """Whose role the setting names: "" when none is named or it no longer exists, the msctl
+    lab whose tag it carries, or None for a role of the team's own (or of another account),
+    which msctl never replaces."""
+    if not arn:
+        return ""
     parts = arn.split(":")
     if len(parts) < 6 or parts[4] != account:
-        return True
-    return ROLE.read(iam, parts[5].rsplit("/", 1)[-1]) is not None
+        return None
+    role = ROLE.read(iam, parts[5].rsplit("/", 1)[-1])
+    if role is None:
+        return ""
+    return owner(ROLE.tags(iam, role)) or None
+
+
+def _other_labs_roles(run: StepRun) -> list[str]:
+    """The ARNs of the other msctl labs' logging roles in this account, by name: the setting
+    is handed to the first when this lab's role goes, so their APIs keep their logs."""
+    iam = run.clients.iam
+    ours = log_role_name(run.ctx.lab)
+    found = []
+    for page in iam.get_paginator("list_roles").paginate():
+        for role in page.get("Roles", []):
+            name = role["RoleName"]
+            if not name.endswith(LOG_ROLE_SUFFIX) or name == ours:
+                continue
+            tags = ROLE.tags_if_there(iam, role)
+            if tags and owner(tags) and tags.get(STEP) == run.step:
+                found.append((name, role["Arn"]))
+    return [arn for _name, arn in sorted(found)]
 
 
 def ensure_logging_role(run: StepRun, account: str) -> None:
@@ -81,9 +112,10 @@ def ensure_logging_role(run: StepRun, account: str) -> None:
     trust = log_role_trust(apigw.meta.partition, run.clients.region, account)
     current = apigw.get_account().get("cloudwatchRoleArn") or ""
     ours = ROLE.read(iam, name)
-    if current and current != (ours or {}).get("Arn") and _role_exists(iam, current, account):
+    holder = "" if ours and current == ours["Arn"] else _holder(iam, current, account)
+    if holder is None:
         run.shared.append(("apigateway-account", "cloudwatch role", current))
-        return  # the account already logs through a role of its own
+        return  # the account logs through a role of the team's own
 
     def put_policy() -> None:
         iam.put_role_policy(
@@ -106,7 +138,12 @@ def ensure_logging_role(run: StepRun, account: str) -> None:
             fixes.append(Fix(f"inline policy {POLICY_NAME}", put_policy))
         return fixes
 
+    # This lab's own role even while another lab's holds the setting: that lab hands the
+    # setting to it when it goes.
     run.ensure(ROLE, name, find=lambda: ours, create=create, fixes=fixes)
+    if holder and holder != run.ctx.lab:
+        run.shared.append(("apigateway-account", "cloudwatch role", f"{current} (lab {holder}'s)"))
+        return
     role = run.got(ROLE, name)
     role_arn = role["Arn"] if role else None
     run.setting(
@@ -115,34 +152,44 @@ def ensure_logging_role(run: StepRun, account: str) -> None:
         ok=current == role_arn,
         detail=f"{current or 'unset'} -> {name}",
         action="update" if role else "create",
-        apply=lambda: run.retry(
-            lambda: apigw.update_account(
-                patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role_arn}]
-            ),
-            codes=("BadRequestException",),
-            match=lambda exc: any(m in str(exc) for m in ROLE_NOT_READY),
-            reason="the new role is not yet usable by API Gateway",
-            timeout=ROLE_PROPAGATION_TIMEOUT,
-        ),
+        apply=lambda: _point_setting_at(run, role_arn),
     )
 
 
-def release_logging_role(run: StepRun) -> None:
-    """Reset the account setting if it names this lab's role (msctl set it when it found it
-    unset), so that the role can go: the account is left as msctl found it."""
+def _point_setting_at(run: StepRun, role_arn: str) -> None:
+    """Set the account's logging role (an empty ARN unsets it; Terraform's provider resets it
+    so too, and the emulator needs it), retrying while a new role isn't usable yet."""
+    patch = [{"op": "replace", "path": "/cloudwatchRoleArn", "value": role_arn}]
+    run.retry(
+        lambda: run.clients.apigateway.update_account(patchOperations=patch),
+        codes=("BadRequestException",),
+        match=lambda exc: any(m in str(exc) for m in ROLE_NOT_READY),
+        reason="the role is not yet usable by API Gateway",
+        timeout=ROLE_PROPAGATION_TIMEOUT,
+    )
+
+
+def release_logging_role(run: StepRun, account: str) -> None:
+    """If the setting names this lab's role, hand it to another lab's logging role (their
+    APIs keep logging) or, with none left, reset it to unset as msctl found it; the role then
+    goes with the step's other resources. Called again after the role is deleted, for a lab
+    that handed the setting to this one meanwhile (`down --labs` runs labs side by side)."""
     apigw = run.clients.apigateway
     name = log_role_name(run.ctx.lab)
-    role = run.lookup(ROLE, name)
-    current = apigw.get_account().get("cloudwatchRoleArn") or ""
-    if role is None or current != role["Arn"]:
+    ours = f"arn:{apigw.meta.partition}:iam::{account}:role/{name}"
+    if (apigw.get_account().get("cloudwatchRoleArn") or "") != ours:
         return
-    # An empty value resets it (Terraform's provider does the same; the emulator needs it).
-    reset = {"op": "replace", "path": "/cloudwatchRoleArn", "value": ""}
+    others = _other_labs_roles(run)
+    if others:
+        successor = others[0]
+        detail = f"{name} -> {successor.rsplit('/', 1)[-1]}, another lab's: its API logs through it"
+    else:
+        successor, detail = "", f"{name} -> unset, as before msctl set it"
     run.setting(
         "apigateway-account",
         "cloudwatch role",
         ok=False,
-        detail=f"{name} -> unset, as before msctl set it",
-        action="delete",
-        apply=lambda: apigw.update_account(patchOperations=[reset]),
+        detail=detail,
+        action="update" if successor else "delete",
+        apply=lambda: _point_setting_at(run, successor),
     )
