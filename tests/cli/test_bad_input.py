@@ -3,29 +3,14 @@ an endless or huge config, a state dir that is a file or a dangling symbolic lin
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from msctl.cli import main
 from msctl.config.loading import MAX_CONFIG_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
-
-
-@pytest.fixture
-def config(tmp_path) -> Path:
-    target = tmp_path / "config" / "lab.yaml"
-    target.parent.mkdir()
-    shutil.copy(ROOT / "config" / "lab.yaml", target)
-    return target
 
 
 @pytest.mark.parametrize("command", [["plan"], ["up"], ["status"]])

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from msctl.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
-
-
-@pytest.fixture
-def config_file(tmp_path) -> Path:
-    target = tmp_path / "config" / "lab.yaml"
-    target.parent.mkdir()
-    shutil.copy(ROOT / "config" / "lab.yaml", target)
-    return target
 
 
 def all_commands(group: click.Group, prefix=()):
@@ -62,23 +47,21 @@ def test_yaml_syntax_error_names_the_line(runner, tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_unknown_key_names_path_and_line(runner, config_file):
-    text = config_file.read_text().replace(
+def test_unknown_key_names_path_and_line(runner, config):
+    text = config.read_text().replace(
         "  cidr: 10.0.0.0/16", "  cidr: 10.0.0.0/16\n  nat_gatway: typo"
     )
-    config_file.write_text(text)
-    result = runner.invoke(main, ["plan", "-c", str(config_file)])
+    config.write_text(text)
+    result = runner.invoke(main, ["plan", "-c", str(config)])
     assert result.exit_code == 2
     line = next(
-        i for i, text in enumerate(config_file.read_text().splitlines(), 1) if "nat_gatway" in text
+        i for i, text in enumerate(config.read_text().splitlines(), 1) if "nat_gatway" in text
     )
-    assert f"Error: {config_file}:{line}: vpc.nat_gatway: unknown key" in result.output
+    assert f"Error: {config}:{line}: vpc.nat_gatway: unknown key" in result.output
 
 
-def test_bad_set_value_is_reported_against_the_flag(runner, config_file):
-    result = runner.invoke(
-        main, ["plan", "-c", str(config_file), "--set", "rds.allocated_storage=lots"]
-    )
+def test_bad_set_value_is_reported_against_the_flag(runner, config):
+    result = runner.invoke(main, ["plan", "-c", str(config), "--set", "rds.allocated_storage=lots"])
     assert result.exit_code == 2
     assert (
         "Error: --set rds.allocated_storage: rds.allocated_storage: Input should be a valid integer"
@@ -86,16 +69,16 @@ def test_bad_set_value_is_reported_against_the_flag(runner, config_file):
     )
 
 
-def test_bad_set_syntax(runner, config_file):
-    result = runner.invoke(main, ["plan", "-c", str(config_file), "--set", "novalue"])
+def test_bad_set_syntax(runner, config):
+    result = runner.invoke(main, ["plan", "-c", str(config), "--set", "novalue"])
     assert result.exit_code == 2
     assert "Error: --set novalue: expected dotted.key=value" in result.output
 
 
-def test_unknown_only_step(runner, config_file, tmp_path):
+def test_unknown_only_step(runner, config, tmp_path):
     result = runner.invoke(
         main,
-        ["plan", "-c", str(config_file), "--only", "vpc,nope", "--state-dir", str(tmp_path / "s")],
+        ["plan", "-c", str(config), "--only", "vpc,nope", "--state-dir", str(tmp_path / "s")],
     )
     assert result.exit_code == 2
     assert "Error: --only: unknown step 'nope'" in result.output
@@ -106,9 +89,7 @@ def test_bad_option_value_is_usage_error(runner):
     assert result.exit_code == 2
 
 
-def test_aws_target_without_credentials_is_a_clear_error(
-    runner, config_file, monkeypatch, tmp_path
-):
+def test_aws_target_without_credentials_is_a_clear_error(runner, config, monkeypatch, tmp_path):
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
@@ -116,31 +97,31 @@ def test_aws_target_without_credentials_is_a_clear_error(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     result = runner.invoke(
         main,
-        ["plan", "-c", str(config_file), "--target", "aws", "--state-dir", str(tmp_path / "s")],
+        ["plan", "-c", str(config), "--target", "aws", "--state-dir", str(tmp_path / "s")],
     )
     assert result.exit_code == 2
     assert "Error: no AWS credentials found" in result.output
 
 
-def test_aws_region_must_match_the_zones(runner, config_file, monkeypatch, tmp_path):
+def test_aws_region_must_match_the_zones(runner, config, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     result = runner.invoke(
         main,
-        ["plan", "-c", str(config_file), "--target", "aws", "--state-dir", str(tmp_path / "s")],
+        ["plan", "-c", str(config), "--target", "aws", "--state-dir", str(tmp_path / "s")],
     )
     assert result.exit_code == 2
     assert "are not in region eu-west-1" in result.output
 
 
 def test_up_on_aws_refuses_without_confirmation_when_not_interactive(
-    runner, config_file, monkeypatch, tmp_path
+    runner, config, monkeypatch, tmp_path
 ):
     from msctl import lab
     from msctl.context import Target
 
     monkeypatch.setattr(lab, "check_aws", lambda config: Target("aws", "us-east-1", None))
     result = runner.invoke(
-        main, ["up", "-c", str(config_file), "--target", "aws", "--state-dir", str(tmp_path / "s")]
+        main, ["up", "-c", str(config), "--target", "aws", "--state-dir", str(tmp_path / "s")]
     )
     assert result.exit_code == 2
     assert "NAT gateway" in result.output and "USD/hour" in result.output
@@ -148,10 +129,10 @@ def test_up_on_aws_refuses_without_confirmation_when_not_interactive(
 
 
 @pytest.fixture
-def local_lab(runner, config_file, tmp_path):
+def local_lab(runner, config, tmp_path):
     """A lab on a real local emulator (stopped afterwards)."""
     state_dir = tmp_path / "state"
-    args = ["-c", str(config_file), "--state-dir", str(state_dir)]
+    args = ["-c", str(config), "--state-dir", str(state_dir)]
     yield args, state_dir
     runner.invoke(main, ["local", "stop", "--state-dir", str(state_dir)])
 

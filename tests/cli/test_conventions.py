@@ -9,16 +9,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from click.testing import CliRunner
 
 from msctl.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
 
 
 @pytest.fixture

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from click.testing import CliRunner
 
 from msctl.cli import main
 from msctl.local import emulator
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
 
 
 @pytest.fixture

@@ -7,17 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from msctl.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 WAY_OUT = "msctl status --rebuild-state"
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from click.testing import CliRunner
 
 from msctl.cli import main
 from msctl.local import emulator
@@ -34,19 +33,6 @@ HOLD = """
         print("holding", flush=True)
         time.sleep(600)
 """
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
-
-
-@pytest.fixture
-def config(tmp_path) -> Path:
-    target = tmp_path / "config" / "lab.yaml"
-    target.parent.mkdir()
-    shutil.copy(ROOT / "config" / "lab.yaml", target)
-    return target
 
 
 @pytest.fixture
