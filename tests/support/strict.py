@@ -144,6 +144,9 @@ class Faults:
     role_propagation: float = 0.0  # per new IAM role: Lambda/API Gateway can't assume it yet
     dependency_drain: float = 0.0  # per guarded delete: DependencyViolation for a while
     state_lag: float = 0.0  # per create/delete of a NAT, DB instance, distribution
+    # API Gateway takes one DeleteRestApi per 30 s in an account: after a delete, the next
+    # answers TooManyRequests this many times (botocore's own retries already spent).
+    rest_api_rate: int = 0
     delay: float = 0.0  # per HTTP attempt: added latency
     max_delay: float = 0.02  # seconds
     lasts: tuple[int, int] = (1, 3)  # reads or attempts a fault lasts (inclusive)
@@ -162,6 +165,7 @@ class Faults:
             role_propagation=1.0,
             dependency_drain=0.6,
             state_lag=1.0,
+            rest_api_rate=3,
             delay=0.05,
         )
 
@@ -228,6 +232,7 @@ class StrictAws(DeletionRules):
         self.writes: Counter[str] = Counter()
         self._unassumable: dict[str, int] = {}  # new role ARN -> attempts still refused
         self._draining: dict[str, int] = {}  # "Op resource" -> attempts still refused
+        self._rate_limited: dict[str, int] = {}  # "service.Op" -> attempts still refused
         self._nat_pending = Lag(self._lock)
         self._nat_deleting = Lag(self._lock)
         self._db_creating = Lag(self._lock)
@@ -383,6 +388,9 @@ class StrictAws(DeletionRules):
             if new_id and self._chance("not_found_write", op, cfg.not_found_write):
                 with self._lock:
                     self._unwritable[new_id] = self._lasting("not_found_write", op)
+        if service == "apigateway" and op == "DeleteRestApi":
+            with self._lock:
+                self._rate_limited["apigateway.DeleteRestApi"] = cfg.rest_api_rate
         if service == "iam" and op == "CreateRole":
             arn = parsed.get("Role", {}).get("Arn")
             if arn and self._chance("role_propagation", op, cfg.role_propagation):
@@ -453,6 +461,8 @@ class StrictAws(DeletionRules):
                         "BadRequestException",
                         f"{APIGW_ROLE_NOT_READY}: {patch.get('value')}",
                     )
+        if self._take(self._rate_limited, f"{service}.{op}"):
+            return "rest_api_rate", Violation("TooManyRequestsException", "Too Many Requests", 429)
         if service == "ec2" and op in DRAINING:
             resource = f"{op} {params.get(DRAINING[op], '')}"
             with self._lock:

@@ -20,6 +20,8 @@ DEPLOY_EXPECTED = 210  # seconds, typically, on AWS
 DISTRIBUTION_DELETE_TIMEOUT = 900
 OAC_IN_USE_TIMEOUT = 300
 CERT_RELEASE_TIMEOUT = 600  # CloudFront releases a certificate once its update has deployed
+# A class of labs going at once: each waits its 30-s turn for DeleteRestApi.
+REST_API_DELETE_TIMEOUT = 900
 CERT_STATUSES = [
     "PENDING_VALIDATION",
     "ISSUED",
@@ -62,8 +64,15 @@ class RestApi(Kind):
         return only_one(found, f"REST APIs named {name}")
 
     def delete(self, run, resource: Resource) -> None:
-        # DeleteRestApi's 1-per-30-s limit (TooManyRequests) is botocore's standard retry's job.
-        self.client(run.ctx).delete_rest_api(restApiId=resource["id"])
+        # API Gateway takes one DeleteRestApi per 30 s in an account, which botocore's retries
+        # don't always outlast (boto3#876), and other labs may be going at the same time.
+        apigw = self.client(run.ctx)
+        run.retry(
+            lambda: apigw.delete_rest_api(restApiId=resource["id"]),
+            codes=("TooManyRequestsException",),
+            timeout=REST_API_DELETE_TIMEOUT,
+            reason="API Gateway deletes one REST API per 30 s in an account",
+        )
 
 
 def deployed(cf, dist_id: str) -> tuple[bool, str]:
