@@ -37,7 +37,7 @@ FAULT_KINDS = (
     "role_propagation",
     "dependency_drain",
     "state_lag",
-    "rest_api_rate",  # the second down's DeleteRestApi, within 30 s of the first
+    "apigw_rate",  # the second up's CreateRestApi and CreateDeployment, second down's delete
     "delay",
 )
 

@@ -122,6 +122,11 @@ WRITES_NAMING_IDS = {
     "CreateRoute": ("RouteTableId", "GatewayId", "NatGatewayId"),
     "ReplaceRoute": ("RouteTableId", "GatewayId", "NatGatewayId"),
 }
+APIGW_RATE_LIMITED = {
+    "apigateway.DeleteRestApi",
+    "apigateway.CreateRestApi",
+    "apigateway.CreateDeployment",
+}
 READS = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Scan", "Query", "BatchGet")
 # Calls that open a new session each time (the same call twice is two uploads, not a repeat).
 SESSIONS = {"ecr.InitiateLayerUpload"}
@@ -144,9 +149,10 @@ class Faults:
     role_propagation: float = 0.0  # per new IAM role: Lambda/API Gateway can't assume it yet
     dependency_drain: float = 0.0  # per guarded delete: DependencyViolation for a while
     state_lag: float = 0.0  # per create/delete of a NAT, DB instance, distribution
-    # API Gateway takes one DeleteRestApi per 30 s in an account: after a delete, the next
-    # answers TooManyRequests this many times (botocore's own retries already spent).
-    rest_api_rate: int = 0
+    # API Gateway's fixed per-account rates (DeleteRestApi 1 per 30 s, CreateRestApi 1 per
+    # 3 s, CreateDeployment 1 per 5 s): after one such call, the next answers TooManyRequests
+    # this many times (botocore's own retries already spent).
+    apigw_rate: int = 0
     delay: float = 0.0  # per HTTP attempt: added latency
     max_delay: float = 0.02  # seconds
     lasts: tuple[int, int] = (1, 3)  # reads or attempts a fault lasts (inclusive)
@@ -165,7 +171,7 @@ class Faults:
             role_propagation=1.0,
             dependency_drain=0.6,
             state_lag=1.0,
-            rest_api_rate=3,
+            apigw_rate=3,
             delay=0.05,
         )
 
@@ -388,9 +394,9 @@ class StrictAws(DeletionRules):
             if new_id and self._chance("not_found_write", op, cfg.not_found_write):
                 with self._lock:
                     self._unwritable[new_id] = self._lasting("not_found_write", op)
-        if service == "apigateway" and op == "DeleteRestApi":
+        if f"{service}.{op}" in APIGW_RATE_LIMITED:
             with self._lock:
-                self._rate_limited["apigateway.DeleteRestApi"] = cfg.rest_api_rate
+                self._rate_limited[f"{service}.{op}"] = cfg.apigw_rate
         if service == "iam" and op == "CreateRole":
             arn = parsed.get("Role", {}).get("Arn")
             if arn and self._chance("role_propagation", op, cfg.role_propagation):
@@ -462,7 +468,7 @@ class StrictAws(DeletionRules):
                         f"{APIGW_ROLE_NOT_READY}: {patch.get('value')}",
                     )
         if self._take(self._rate_limited, f"{service}.{op}"):
-            return "rest_api_rate", Violation("TooManyRequestsException", "Too Many Requests", 429)
+            return "apigw_rate", Violation("TooManyRequestsException", "Too Many Requests", 429)
         if service == "ec2" and op in DRAINING:
             resource = f"{op} {params.get(DRAINING[op], '')}"
             with self._lock:

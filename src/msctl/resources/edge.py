@@ -20,8 +20,7 @@ DEPLOY_EXPECTED = 210  # seconds, typically, on AWS
 DISTRIBUTION_DELETE_TIMEOUT = 900
 OAC_IN_USE_TIMEOUT = 300
 CERT_RELEASE_TIMEOUT = 600  # CloudFront releases a certificate once its update has deployed
-# A class of labs going at once: each waits its 30-s turn for DeleteRestApi.
-REST_API_DELETE_TIMEOUT = 900
+APIGW_TURN_TIMEOUT = 900  # a class of labs at once, each waiting its 30-s DeleteRestApi turn
 CERT_STATUSES = [
     "PENDING_VALIDATION",
     "ISSUED",
@@ -67,12 +66,19 @@ class RestApi(Kind):
         # API Gateway takes one DeleteRestApi per 30 s in an account, which botocore's retries
         # don't always outlast (boto3#876), and other labs may be going at the same time.
         apigw = self.client(run.ctx)
-        run.retry(
-            lambda: apigw.delete_rest_api(restApiId=resource["id"]),
-            codes=("TooManyRequestsException",),
-            timeout=REST_API_DELETE_TIMEOUT,
-            reason="API Gateway deletes one REST API per 30 s in an account",
-        )
+        taking_turns(run, "DeleteRestApi", lambda: apigw.delete_rest_api(restApiId=resource["id"]))
+
+
+def taking_turns(run, operation: str, call):
+    """An API Gateway call with a fixed per-account rate (DeleteRestApi 1 per 30 s,
+    CreateRestApi 1 per 3 s, CreateDeployment 1 per 5 s), retried until its turn comes:
+    botocore's retries don't always outlast it (boto3#876), and other labs may be at it too."""
+    return run.retry(
+        call,
+        codes=("TooManyRequestsException",),
+        timeout=APIGW_TURN_TIMEOUT,
+        reason=f"API Gateway takes one {operation} at a time in an account",
+    )
 
 
 def deployed(cf, dist_id: str) -> tuple[bool, str]:

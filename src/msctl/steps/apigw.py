@@ -26,8 +26,9 @@ methods and resources that aren't in it are deleted.
 Deployments. A deployment is made only when the API definition changed: the sha256 of the
 definition as read back (resources, methods, integrations, authorizers) is kept in the
 deployment's description (`msctl:<sha256>`), and the stage's current deployment is compared
-with it. CreateDeployment is called at most once per apply (AWS allows 1 per 5 s per
-account; TooManyRequests is retried by botocore's standard mode, CLIENT_CONFIG).
+with it. CreateDeployment is called at most once per apply. AWS allows 1 per 5 s per account
+(CreateRestApi 1 per 3 s, DeleteRestApi 1 per 30 s): labs built side by side take turns
+(`taking_turns`, past what botocore's own retries outlast).
 
 Access logs go to `apigw.access_log_group` through the region's account-level logging role
 (apigw_account). The functions' invoke permissions are in apigw_permissions.
@@ -42,7 +43,7 @@ from ..engine.step import StepError
 from ..resources import Resource
 from ..resources.base import Part, absent, only_one
 from ..resources.compute import LOG_GROUP, ROLE
-from ..resources.edge import REST_API
+from ..resources.edge import REST_API, taking_turns
 from . import alb_origin
 from .apigw_account import (
     ACCOUNT_SETTING,
@@ -136,11 +137,15 @@ class ApigwStep(LabStep):
         api_id = run.ensure(
             REST_API,
             cfg.name,
-            create=lambda: apigw.create_rest_api(
-                name=cfg.name,
-                description=cfg.description,
-                endpointConfiguration={"types": [ENDPOINT_TYPE]},
-                tags=run.tags(cfg.name),
+            create=lambda: taking_turns(
+                run,
+                "CreateRestApi",
+                lambda: apigw.create_rest_api(
+                    name=cfg.name,
+                    description=cfg.description,
+                    endpointConfiguration={"types": [ENDPOINT_TYPE]},
+                    tags=run.tags(cfg.name),
+                ),
             ),
             fixes=lambda api: _api_fixes(apigw, api, cfg),
         )
@@ -380,8 +385,12 @@ def _deployment_description(apigw, api_id: str, deployment_id: str | None) -> st
 def _create_stage(run: StepRun, api_id: str, digest: str) -> Resource:
     apigw = run.clients.apigateway
     cfg = run.config.apigw
-    deployment = apigw.create_deployment(
-        restApiId=api_id, description=f"{FINGERPRINT_PREFIX}{digest}"
+    deployment = taking_turns(
+        run,
+        "CreateDeployment",
+        lambda: apigw.create_deployment(
+            restApiId=api_id, description=f"{FINGERPRINT_PREFIX}{digest}"
+        ),
     )
     apigw.create_stage(
         restApiId=api_id,
@@ -412,8 +421,12 @@ def _stage_fixes(
     if definition_changed or current != f"{FINGERPRINT_PREFIX}{digest()}":
 
         def deploy():
-            deployment = apigw.create_deployment(
-                restApiId=api_id, description=f"{FINGERPRINT_PREFIX}{digest()}"
+            deployment = taking_turns(
+                run,
+                "CreateDeployment",
+                lambda: apigw.create_deployment(
+                    restApiId=api_id, description=f"{FINGERPRINT_PREFIX}{digest()}"
+                ),
             )
             update(("/deploymentId", deployment["id"]))()
 

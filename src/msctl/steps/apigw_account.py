@@ -173,7 +173,8 @@ def release_logging_role(run: StepRun, account: str) -> None:
     """If the setting names this lab's role, hand it to another lab's logging role (their
     APIs keep logging) or, with none left, reset it to unset as msctl found it; the role then
     goes with the step's other resources. Called again after the role is deleted, for a lab
-    that handed the setting to this one meanwhile (`down --labs` runs labs side by side)."""
+    that handed the setting to this one meanwhile from another msctl process (the labs of
+    one `down --labs` take turns: ACCOUNT_SETTING)."""
     apigw = run.clients.apigateway
     name = log_role_name(run.ctx.lab)
     ours = f"arn:{apigw.meta.partition}:iam::{account}:role/{name}"
