@@ -9,18 +9,14 @@ only their sleeps are scaled down here, so the test stays fast with hundreds of 
 
 from __future__ import annotations
 
-import time
-
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from botocore.retries.standard import ExponentialBackoff
 
-from msctl.aws import retry
 from msctl.config import load_config
 from msctl.engine.model import Status
 from tests.support.inventory import count, duplicates, inventory
-from tests.support.strict import Faults, StrictAws
+from tests.support.strict import Faults, StrictAws, scaled_sleeps
 
 from .conftest import ROOT
 
@@ -52,13 +48,7 @@ def lab_config():
 def strict_lab(lab, monkeypatch):
     # moto issues a DNS-validated certificate once it is this old (default 60 s).
     monkeypatch.setattr("moto.settings.ACM_VALIDATION_WAIT", 0)
-    monkeypatch.setattr(retry, "sleep", lambda seconds: time.sleep(seconds * SLEEP_SCALE))
-    backoff = ExponentialBackoff.delay_amount
-    monkeypatch.setattr(
-        ExponentialBackoff,
-        "delay_amount",
-        lambda self, context: backoff(self, context) * SLEEP_SCALE,
-    )
+    scaled_sleeps(monkeypatch, SLEEP_SCALE)
     strict = StrictAws(seed=SEED, faults=Faults.busy()).install(lab.ctx.session)
     return lab, strict
 

@@ -16,12 +16,10 @@ import zipfile
 
 import boto3
 import pytest
-from botocore.retries.standard import ExponentialBackoff
 
-from msctl.aws import retry
 from msctl.engine.model import Status
 from tests.support.inventory import duplicates
-from tests.support.strict import StrictAws
+from tests.support.strict import StrictAws, scaled_sleeps
 from tests.support.timed import Timings
 
 from .test_lab_strict import lab_config, look  # noqa: F401  (the lab with a domain)
@@ -59,13 +57,7 @@ NEEDED = (
 def timed_lab(lab, monkeypatch):
     # moto issues a DNS-validated certificate once it is this old: the layer decides instead.
     monkeypatch.setattr("moto.settings.ACM_VALIDATION_WAIT", 0)
-    monkeypatch.setattr(retry, "sleep", lambda seconds: time.sleep(seconds * SLEEP_SCALE))
-    backoff = ExponentialBackoff.delay_amount
-    monkeypatch.setattr(
-        ExponentialBackoff,
-        "delay_amount",
-        lambda self, context: backoff(self, context) * SLEEP_SCALE,
-    )
+    scaled_sleeps(monkeypatch, SLEEP_SCALE)
     strict = StrictAws(seed=SEED, timings=Timings.aws(scale=SCALE)).install(lab.ctx.session)
     return lab, strict
 

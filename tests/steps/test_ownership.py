@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 
 import boto3
 import pytest
-from botocore.retries.standard import ExponentialBackoff
 
-from msctl.aws import retry
 from msctl.config import LabConfig, load_config
 from msctl.engine.model import Status
 from tests.support.inventory import inventory
-from tests.support.strict import Faults, StrictAws
+from tests.support.strict import Faults, StrictAws, scaled_sleeps
 
 from .conftest import ROOT, Lab
 
@@ -38,11 +35,7 @@ def strict(request, monkeypatch):
     """Install the strict layer on a lab's session (a no-op on plain moto)."""
     if request.param == "moto":
         return lambda lab: lab
-    monkeypatch.setattr(retry, "sleep", lambda seconds: time.sleep(seconds * 0.05))
-    backoff = ExponentialBackoff.delay_amount
-    monkeypatch.setattr(
-        ExponentialBackoff, "delay_amount", lambda self, ctx: backoff(self, ctx) * 0.05
-    )
+    scaled_sleeps(monkeypatch, 0.05)
 
     def install(lab):
         StrictAws(seed=11, faults=Faults.busy()).install(lab.ctx.session)

@@ -52,7 +52,10 @@ from xml.sax.saxutils import escape
 
 import boto3
 from botocore.awsrequest import AWSResponse
+from botocore.retries.standard import ExponentialBackoff
 from moto.core.models import botocore_stubber
+
+from msctl.aws import retry
 
 from .strict_rules import DeletionRules, Violation
 from .timed import TimedStates, Timings
@@ -653,3 +656,13 @@ def _throttle_response(request, service_id: str, protocol: str) -> AWSResponse:
         headers["Content-Type"] = "application/json"
         headers["x-amzn-ErrorType"] = code
     return AWSResponse(request.url, status, headers, _Raw(body.encode()))
+
+
+def scaled_sleeps(monkeypatch, scale: float) -> None:
+    """msctl's retry sleeps and botocore's backoff, times `scale`: the layer's faults stay
+    as many, the waiting for them to clear shrinks."""
+    monkeypatch.setattr(retry, "sleep", lambda seconds: time.sleep(seconds * scale))
+    backoff = ExponentialBackoff.delay_amount
+    monkeypatch.setattr(
+        ExponentialBackoff, "delay_amount", lambda self, context: backoff(self, context) * scale
+    )
